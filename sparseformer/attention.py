@@ -1,0 +1,139 @@
+"""``sparse_attention``: the public entry point. Checks arguments, then dispatches to a backend."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+
+from .layout import BlockLayout
+
+log = logging.getLogger("sparseformer")
+
+BACKENDS = ("auto", "reference", "gather", "cpu")
+_warned: set[str] = set()
+
+
+def _log_once(msg: str) -> None:
+    if msg not in _warned:
+        _warned.add(msg)
+        log.info(msg)
+
+
+def _check(q, k, v, layout, key_padding_mask, dropout_p, scale) -> None:
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 4:
+            raise ValueError(f"{name} must have 4 dims [B, H, L, D], got shape {tuple(t.shape)}")
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
+    b, h, lq, d = q.shape
+    if k.shape[0] != b or v.shape[0] != b:
+        raise ValueError(f"batch sizes differ: q {b}, k {k.shape[0]}, v {v.shape[0]}")
+    if k.shape[1] != v.shape[1] or k.shape[2] != v.shape[2]:
+        raise ValueError(f"k and v must agree in heads and length, got k {tuple(k.shape)} and v {tuple(v.shape)}")
+    if k.shape[3] != d:
+        raise ValueError(f"k's head dim must equal q's ({d}), got {k.shape[3]}")
+    if k.shape[1] < 1 or h % k.shape[1]:
+        raise ValueError(f"query heads ({h}) must be a multiple of key/value heads ({k.shape[1]})")
+    if min(q.shape) < 1 or min(k.shape) < 1 or v.shape[3] < 1:
+        raise ValueError(f"every size must be >= 1, got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
+    if not isinstance(layout, BlockLayout):
+        hint = " (call pattern.compile(q_len=..., num_heads=...) first)" if hasattr(layout, "compile") else ""
+        raise TypeError(f"layout must be a BlockLayout, got {type(layout).__name__}{hint}")
+    want = (layout.num_heads, layout.q_len, layout.kv_len)
+    got = (h, lq, k.shape[2])
+    if want != got:
+        raise ValueError(
+            f"layout was compiled for (num_heads, q_len, kv_len) = {want} but the inputs have {got}; "
+            "compile the pattern for these sizes"
+        )
+    if key_padding_mask is not None:
+        if not isinstance(key_padding_mask, torch.Tensor) or key_padding_mask.dtype != torch.bool:
+            raise TypeError(f"key_padding_mask must be a bool tensor (True = keep), got {getattr(key_padding_mask, 'dtype', type(key_padding_mask).__name__)}")
+        if tuple(key_padding_mask.shape) != (b, k.shape[2]):
+            raise ValueError(f"key_padding_mask must have shape [B, Lk] = {(b, k.shape[2])}, got {tuple(key_padding_mask.shape)}")
+        if key_padding_mask.device != q.device:
+            raise ValueError(f"key_padding_mask must be on {q.device}, got {key_padding_mask.device}")
+    if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float)) or not 0 <= dropout_p < 1:
+        raise ValueError(f"dropout_p must be a float in [0, 1), got {dropout_p!r}")
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0 or math.isinf(scale)):
+        raise ValueError(f"scale must be a positive finite float or None, got {scale!r}")
+
+
+def _cpu_kernel():
+    """The native CPU kernel module, or None (with the reason logged once)."""
+    try:
+        from .kernels import cpu
+    except ImportError as e:  # the package was installed without it
+        _log_once(f"sparseformer: native cpu kernel unavailable ({e}); using 'gather'")
+        return None
+    return cpu if cpu.is_available() else None
+
+
+def pick_backend(q: torch.Tensor, dropout_p: float) -> str:
+    """What ``backend="auto"`` runs: ``cpu`` on CPU tensors without dropout when the native
+    kernel is available, else ``gather``. Never the O(L²) ``reference``."""
+    if q.device.type == "cpu" and dropout_p == 0 and q.dtype in (torch.float32, torch.float64, torch.bfloat16):
+        if _cpu_kernel() is not None:
+            return "cpu"
+        return "gather"
+    if q.device.type == "cpu" and dropout_p > 0:
+        _log_once("sparseformer: dropout_p > 0 runs on 'gather' (the native kernel has no dropout)")
+    return "gather"
+
+
+def sparse_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    layout: BlockLayout,
+    *,
+    key_padding_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    scale: float | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Attention restricted to ``layout``, with ``scaled_dot_product_attention``'s conventions.
+
+    Args:
+        q: ``[B, H, Lq, D]``.  k: ``[B, Hk, Lk, D]``.  v: ``[B, Hk, Lk, Dv]``; ``H % Hk == 0``
+            (grouped-query attention: query head ``h`` reads key/value head ``h // (H // Hk)``).
+        layout: ``pattern.compile(q_len=Lq, num_heads=H, kv_len=Lk, ...)``. Lengths need not be
+            multiples of the block size.
+        key_padding_mask: optional ``bool [B, Lk]``, True = keep the key.
+        dropout_p: dropout on the attention probabilities (apply only while training).
+        scale: score scale, ``None`` = ``1/sqrt(D)``.
+        backend: ``"auto"``, ``"reference"`` (dense oracle, O(L²)), ``"gather"`` (portable,
+            exportable), ``"cpu"`` (native kernel).
+
+    Returns ``[B, H, Lq, Dv]``. A query row with no attending key gives zeros.
+    """
+    _check(q, k, v, layout, key_padding_mask, dropout_p, scale)
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    if backend == "auto":
+        backend = pick_backend(q, dropout_p)
+    if backend == "reference":
+        from .kernels.reference import reference_attention
+
+        return reference_attention(q, k, v, layout, key_padding_mask=key_padding_mask, scale=scale, dropout_p=dropout_p)
+    if backend == "gather":
+        from .kernels.gather import gather_attention
+
+        return gather_attention(q, k, v, layout, key_padding_mask=key_padding_mask, scale=scale, dropout_p=dropout_p)
+    cpu = _cpu_kernel()
+    if cpu is None:
+        raise ValueError("backend='cpu' is not available here (see the log for why); use 'gather' or 'auto'")
+    if q.device.type != "cpu":
+        raise ValueError(f"backend='cpu' needs CPU tensors, got device {q.device}")
+    if dropout_p > 0:
+        raise ValueError("backend='cpu' has no dropout; use backend='gather' or 'auto' for dropout_p > 0")
+    return cpu.attention(q, k, v, layout, key_padding_mask=key_padding_mask, scale=scale)

@@ -1,0 +1,2 @@
+"""Attention kernels over a :class:`~sparseformer.layout.BlockLayout`, all with one contract:
+``fn(q, k, v, layout, *, key_padding_mask, scale, dropout_p) -> out``."""

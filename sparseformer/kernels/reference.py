@@ -1,0 +1,29 @@
+"""The dense reference: masked attention over the layout's dense mask. The oracle of every
+kernel; O(L²) time and memory by design."""
+
+from __future__ import annotations
+
+import torch
+
+from ..layout import BlockLayout
+from .softmax import masked_softmax
+
+
+def reference_attention(
+    q: torch.Tensor,  # [B, H, Lq, D]
+    k: torch.Tensor,  # [B, Hk, Lk, D]
+    v: torch.Tensor,  # [B, Hk, Lk, Dv]
+    layout: BlockLayout,
+    *,
+    key_padding_mask: torch.Tensor | None = None,  # bool [B, Lk], True = keep
+    scale: float,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:  # [B, H, Lq, Dv]
+    h, hk = q.shape[1], k.shape[1]
+    k = k.repeat_interleave(h // hk, dim=1)  # [B, H, Lk, D]
+    v = v.repeat_interleave(h // hk, dim=1)
+    mask = layout.to_dense_mask().to(q.device)[None]  # [1, Hl, Lq, Lk]
+    if key_padding_mask is not None:
+        mask = mask & key_padding_mask[:, None, None, :]
+    scores = q @ k.transpose(-1, -2) * scale + layout.to_dense_bias(q.dtype).to(q.device)[None]
+    return masked_softmax(scores, mask, dropout_p) @ v

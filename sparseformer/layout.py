@@ -1,0 +1,336 @@
+"""``BlockLayout``: a pattern compiled for one shape, in block CSR form.
+
+Rows of the CSR are ``r = hl * nq + qb`` (``hl`` a layout head, ``qb`` a query tile); each
+entry is a key tile ``kb`` that the row visits, with
+
+* ``mask_id[e] == -1``: the tile is *full*: every pair ``(i, j)`` with ``i`` in
+  ``[qb*bs, qb*bs + bs)`` and ``j`` in ``[kb*bs, kb*bs + bs)`` attends (a tile holding key
+  indices ``>= kv_len`` is never full);
+* ``mask_id[e] = m >= 0``: the tile is *partial*: ``masks[m, r, c]`` says whether query
+  ``qb*bs + r`` attends key ``kb*bs + c`` (False beyond ``kv_len`` and for query rows
+  ``>= q_len``);
+* ``log_weight[e]`` (if any) is added to every score of the tile.
+
+``slopes[h]`` (if any) adds ``-slopes[h] * |i + q_offset - j|`` to the scores of query head
+``h``. ``layout_heads`` is 1 when every head has the same tiles and weights, else ``num_heads``.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import torch
+
+from .patterns.base import FULL, NONE, PARTIAL, Pattern, Shape, check_int
+from .patterns.causal import Causal
+from .patterns.compose import Intersection
+
+_REFINE_CHUNK = 1 << 22  # elements of element masks evaluated at once
+
+
+@dataclass(frozen=True, eq=False)
+class BlockLayout:
+    q_len: int
+    kv_len: int
+    num_heads: int
+    block_size: int
+    causal: bool
+    q_offset: int
+    layout_heads: int
+    row_ptr: torch.Tensor  # int64 [layout_heads * nq + 1]
+    col_idx: torch.Tensor  # int64 [nnz]
+    mask_id: torch.Tensor  # int64 [nnz], -1 = full
+    masks: torch.Tensor  # bool [P, bs, bs]
+    log_weight: torch.Tensor | None  # float64 [nnz]
+    slopes: torch.Tensor | None  # float64 [num_heads]
+    pattern: Pattern | None = field(default=None, repr=False)
+    _device_cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    # -- sizes -------------------------------------------------------------------------------
+    @property
+    def nq(self) -> int:
+        return -(-self.q_len // self.block_size)
+
+    @property
+    def nk(self) -> int:
+        return -(-self.kv_len // self.block_size)
+
+    @property
+    def nnz(self) -> int:
+        return int(self.col_idx.numel())
+
+    @cached_property
+    def row_counts(self) -> torch.Tensor:
+        """Visited key tiles per row, ``int64 [layout_heads, nq]``."""
+        return (self.row_ptr[1:] - self.row_ptr[:-1]).view(self.layout_heads, self.nq)
+
+    @property
+    def visited_tiles(self) -> int:
+        """Tiles computed, over all ``num_heads`` heads."""
+        return self.nnz * (self.num_heads // self.layout_heads)
+
+    @property
+    def block_density(self) -> float:
+        """Visited tiles over all tiles (what a block kernel pays, relative to dense)."""
+        return self.visited_tiles / (self.num_heads * self.nq * self.nk)
+
+    @cached_property
+    def pair_count(self) -> int:
+        """Attending (query, key) pairs over all heads."""
+        bs = self.block_size
+        rows = torch.repeat_interleave(torch.arange(self.layout_heads * self.nq), self.row_counts.flatten())
+        qb = rows % self.nq
+        q_in = torch.clamp(self.q_len - qb * bs, max=bs)
+        k_in = torch.clamp(self.kv_len - self.col_idx * bs, max=bs)
+        full = self.mask_id < 0
+        n = int((q_in * k_in)[full].sum())
+        if self.masks.numel():
+            per_mask = self.masks.flatten(1).sum(-1)
+            n += int(per_mask[self.mask_id[~full]].sum())
+        return n * (self.num_heads // self.layout_heads)
+
+    @property
+    def density(self) -> float:
+        """Attending pairs over all ``num_heads * q_len * kv_len`` pairs."""
+        return self.pair_count / (self.num_heads * self.q_len * self.kv_len)
+
+    def __repr__(self) -> str:
+        return (
+            f"BlockLayout(q_len={self.q_len}, kv_len={self.kv_len}, num_heads={self.num_heads}, "
+            f"block_size={self.block_size}, causal={self.causal}, nnz={self.nnz}, "
+            f"density={self.density:.4f}, block_density={self.block_density:.4f})"
+        )
+
+    # -- dense views (oracle, pictures, tests) -----------------------------------------------
+    def tile_mask_ids(self) -> torch.Tensor:
+        """``int64 [layout_heads, nq, nk]``: -2 not visited, -1 full, else the mask id."""
+        out = torch.full((self.layout_heads * self.nq, self.nk), -2, dtype=torch.int64)
+        rows = torch.repeat_interleave(torch.arange(self.layout_heads * self.nq), self.row_counts.flatten())
+        out[rows, self.col_idx] = self.mask_id
+        return out.view(self.layout_heads, self.nq, self.nk)
+
+    def to_block_states(self) -> torch.Tensor:
+        """``uint8 [layout_heads, nq, nk]``: 0 not visited, 1 partial, 2 full."""
+        ids = self.tile_mask_ids()
+        return torch.where(ids == -1, FULL, torch.where(ids >= 0, PARTIAL, NONE)).to(torch.uint8)
+
+    def to_dense_mask(self) -> torch.Tensor:
+        """``bool [layout_heads, q_len, kv_len]``: whether query ``i`` attends key ``j``. O(L²)."""
+        bs = self.block_size
+        ids = self.tile_mask_ids()  # [Hl, nq, nk]
+        table = torch.cat([torch.ones(1, bs, bs, dtype=torch.bool), torch.zeros(1, bs, bs, dtype=torch.bool), self.masks])
+        tiles = table[torch.where(ids == -1, 0, torch.where(ids == -2, 1, ids + 2))]  # [Hl, nq, nk, bs, bs]
+        dense = tiles.permute(0, 1, 3, 2, 4).reshape(self.layout_heads, self.nq * bs, self.nk * bs)
+        return dense[:, : self.q_len, : self.kv_len].contiguous()
+
+    def to_dense_bias(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """Additive score terms ``[H', q_len, kv_len]`` (H' = num_heads with slopes, else
+        layout_heads): decay bias plus sampled-block log-weights, 0 elsewhere. O(L²)."""
+        bs = self.block_size
+        bias = torch.zeros(self.layout_heads, self.q_len, self.kv_len, dtype=torch.float64)
+        if self.log_weight is not None:
+            w = torch.zeros(self.layout_heads * self.nq, self.nk, dtype=torch.float64)
+            rows = torch.repeat_interleave(torch.arange(self.layout_heads * self.nq), self.row_counts.flatten())
+            w[rows, self.col_idx] = self.log_weight
+            w = w.view(self.layout_heads, self.nq, self.nk)
+            bias = bias + w.repeat_interleave(bs, 1).repeat_interleave(bs, 2)[:, : self.q_len, : self.kv_len]
+        if self.slopes is not None:
+            d = (torch.arange(self.q_len)[:, None] + self.q_offset - torch.arange(self.kv_len)[None, :]).abs()
+            bias = bias - self.slopes[:, None, None] * d.double()
+        return bias.to(dtype)
+
+    def to_block_mask(self):
+        """FlexAttention's ``BlockMask`` for this layout (full and partial tiles; the
+        ``mask_mod`` reads the partial tiles' element masks). Score terms are not part of a
+        BlockMask: see :meth:`flex_score_mod`."""
+        from torch.nn.attention.flex_attention import BlockMask
+
+        hl, nq, nk, bs = self.layout_heads, self.nq, self.nk, self.block_size
+        counts = self.row_counts  # [Hl, nq]
+        full = self.mask_id < 0
+        rows = torch.repeat_interleave(torch.arange(hl * nq), counts.flatten())
+
+        def pack(sel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            r = rows[sel]  # entries stay in row-major order
+            num = torch.bincount(r, minlength=hl * nq)
+            slot = torch.arange(r.numel()) - (torch.cumsum(num, 0) - num)[r]
+            idx = torch.zeros(hl * nq, nk, dtype=torch.int32)
+            idx[r, slot] = self.col_idx[sel].to(torch.int32)
+            return num.to(torch.int32).view(1, hl, nq), idx.view(1, hl, nq, nk)
+
+        kv_num, kv_idx = pack(~full)
+        full_num, full_idx = pack(full)
+        ids = self.tile_mask_ids()
+        masks = self.masks
+        q_len, kv_len = self.q_len, self.kv_len
+
+        def mask_mod(b, h, q_idx, kv_idx):
+            hh = h if hl > 1 else h * 0
+            m = ids[hh, q_idx // bs, kv_idx // bs]
+            inside = masks[m.clamp(min=0), q_idx % bs, kv_idx % bs] if masks.numel() else m >= 0
+            return (m == -1) | ((m >= 0) & inside)
+
+        return BlockMask.from_kv_blocks(
+            kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=bs, mask_mod=mask_mod, seq_lengths=(q_len, kv_len)
+        )
+
+    def padded(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Rows padded to the longest: ``kv_tiles int64 [Hl, nq, R]``, ``tile_masks bool
+        [Hl, nq, bs, R*bs]`` (element masks of the visited tiles, padding entries all False) and
+        ``log_weight float64 [Hl, nq, R]`` or None. Cached per device."""
+        key = ("padded", str(device))
+        if key not in self._device_cache:
+            self._device_cache[key] = self._padded(torch.device(device))
+        return self._device_cache[key]
+
+    def _padded(self, device: torch.device):
+        hl, nq, bs = self.layout_heads, self.nq, self.block_size
+        counts = self.row_counts.flatten()
+        r = max(int(counts.max()) if counts.numel() else 0, 1)
+        rows = torch.repeat_interleave(torch.arange(hl * nq), counts)
+        slot = torch.arange(self.nnz) - self.row_ptr[:-1][rows]
+        tiles = torch.zeros(hl * nq, r, dtype=torch.int64)
+        tiles[rows, slot] = self.col_idx
+        ids = torch.full((hl * nq, r), -2, dtype=torch.int64)  # -2: padding entry
+        ids[rows, slot] = self.mask_id
+        table = torch.cat([torch.ones(1, bs, bs, dtype=torch.bool), torch.zeros(1, bs, bs, dtype=torch.bool), self.masks])
+        tm = table[torch.where(ids == -1, 0, torch.where(ids == -2, 1, ids + 2))]  # [Hl*nq, R, bs, bs]
+        tm = tm.view(hl, nq, r, bs, bs).permute(0, 1, 3, 2, 4).reshape(hl, nq, bs, r * bs)
+        logw = None
+        if self.log_weight is not None:
+            logw = torch.zeros(hl * nq, r, dtype=torch.float64)
+            logw[rows, slot] = self.log_weight
+            logw = logw.view(hl, nq, r).to(device)
+        return tiles.view(hl, nq, r).to(device), tm.to(device), logw
+
+
+# -- compilation ----------------------------------------------------------------------------------
+
+
+def refine(pattern: Pattern, shape: Shape, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Evaluate the element predicate on the PARTIAL tiles of ``states`` (``uint8 [Hp, nq, nk]``).
+
+    Returns exact states (a partial tile whose pairs all attend becomes FULL, one with none
+    NONE) and ``masks bool [n, bs, bs]`` for the remaining partial tiles in row-major order of
+    ``(head, qb, kb)``. Out-of-range keys and queries never attend; a key tile holding indices
+    ``>= kv_len`` is never FULL.
+    """
+    bs = shape.block_size
+    states = states.clone()
+    if shape.kv_len % bs:
+        last = states[:, :, -1]
+        last[last == FULL] = PARTIAL
+    hp, qb, kb = (states == PARTIAL).nonzero(as_tuple=True)
+    masks = torch.empty(hp.numel(), bs, bs, dtype=torch.bool)
+    r = torch.arange(bs)
+    step = max(1, _REFINE_CHUNK // (bs * bs))
+    for h in hp.unique().tolist():
+        (sel,) = (hp == h).nonzero(as_tuple=True)
+        for s in range(0, sel.numel(), step):
+            part = sel[s : s + step]
+            i = qb[part, None, None] * bs + r[None, :, None]  # [n, bs, 1]
+            j = kb[part, None, None] * bs + r[None, None, :]  # [n, 1, bs]
+            m = pattern._pairs(shape, h, i, j) & (j < shape.kv_len) & (i < shape.q_len)
+            masks[part] = m.expand(part.numel(), bs, bs)
+    valid_q = (qb[:, None] * bs + r[None, :]) < shape.q_len  # [n, bs]
+    any_ = masks.any(-1).any(-1)
+    all_ = (masks | ~valid_q[:, :, None]).all(-1).all(-1) & (kb * bs + bs <= shape.kv_len)
+    states[hp[all_], qb[all_], kb[all_]] = FULL
+    states[hp[~any_], qb[~any_], kb[~any_]] = NONE
+    return states, masks[any_ & ~all_]
+
+
+def exact_states(pattern: Pattern, shape: Shape) -> torch.Tensor:
+    """Exact tile states ``uint8 [Hp, nq, nk]`` of a resolved pattern."""
+    return refine(pattern, shape, pattern._states(shape))[0]
+
+
+def _check_block_size(block_size: object) -> int:
+    check_int("block_size", block_size)
+    if block_size & (block_size - 1) or not 16 <= block_size <= 512:  # type: ignore[operator]
+        raise ValueError(f"block_size must be a power of two from 16 to 512, got {block_size}")
+    return block_size  # type: ignore[return-value]
+
+
+def compile_layout(
+    pattern: Pattern,
+    *,
+    q_len: int,
+    num_heads: int,
+    block_size: int = 64,
+    kv_len: int | None = None,
+    causal: bool = False,
+    q_offset: int | None = None,
+) -> BlockLayout:
+    """Compile ``pattern`` for one shape (cached: a layout is a pure function of its inputs)."""
+    if not isinstance(pattern, Pattern):
+        raise TypeError(f"pattern must be a sparseformer Pattern, got {type(pattern).__name__}")
+    check_int("q_len", q_len)
+    check_int("num_heads", num_heads)
+    _check_block_size(block_size)
+    kv_len = q_len if kv_len is None else check_int("kv_len", kv_len)
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
+    if q_offset is None:
+        q_offset = kv_len - q_len
+    elif isinstance(q_offset, bool) or not isinstance(q_offset, int):
+        raise TypeError(f"q_offset must be an int or None, got {type(q_offset).__name__}")
+    return _compile(pattern, q_len, num_heads, block_size, kv_len, causal, q_offset)
+
+
+@functools.lru_cache(maxsize=128)
+def _compile(pattern: Pattern, q_len: int, num_heads: int, bs: int, kv_len: int, causal: bool, q_offset: int) -> BlockLayout:
+    shape = Shape(q_len, kv_len, num_heads, bs, q_offset)
+    root = Intersection.of(pattern, Causal()) if causal else pattern
+    resolved = root._resolve(shape, None)
+    states, masks = refine(resolved, shape, resolved._states(shape))
+    logw = resolved._logw(shape)
+    slopes = resolved._slopes(shape)
+    hl = num_heads if (states.shape[0] > 1 or (logw is not None and logw.shape[0] > 1)) else 1
+    if hl > 1 and states.shape[0] == 1:
+        # Per-head weights over shared tiles: the partial masks repeat for every head.
+        masks = masks.repeat(num_heads, 1, 1)
+    states = states.expand(hl, -1, -1)
+    keep = states != NONE
+    hp, qb, kb = keep.nonzero(as_tuple=True)  # row-major: rows (h, qb), columns ascending
+    partial = states[hp, qb, kb] == PARTIAL
+    mask_id = torch.full((hp.numel(),), -1, dtype=torch.int64)
+    if masks.shape[0]:
+        uniq, inverse = torch.unique(masks.flatten(1), dim=0, return_inverse=True)
+        mask_id[partial] = inverse
+        masks = uniq.view(-1, bs, bs)
+    counts = keep.flatten(0, 1).sum(-1)
+    row_ptr = torch.zeros(hl * shape.nq + 1, dtype=torch.int64)
+    row_ptr[1:] = torch.cumsum(counts, 0)
+    log_weight = None
+    if logw is not None:
+        lw = logw.expand(hl, -1, -1)[hp, qb, kb]
+        log_weight = lw if bool((lw != 0).any()) else None
+    if slopes is not None and not bool((slopes != 0).any()):
+        slopes = None
+    return BlockLayout(
+        q_len=q_len,
+        kv_len=kv_len,
+        num_heads=num_heads,
+        block_size=bs,
+        causal=causal,
+        q_offset=q_offset,
+        layout_heads=hl,
+        row_ptr=row_ptr,
+        col_idx=kb.contiguous(),
+        mask_id=mask_id,
+        masks=masks.contiguous(),
+        log_weight=log_weight,
+        slopes=None if slopes is None else slopes.to(torch.float64).contiguous(),
+        pattern=pattern,
+    )
+
+
+def flops(layout: BlockLayout, head_dim: int, batch: int = 1) -> float:
+    """Multiply-adds ×2 of the score and output products over the visited tiles."""
+    return 4.0 * batch * layout.visited_tiles * layout.block_size**2 * head_dim
+
+
+__all__ = ["BlockLayout", "compile_layout", "exact_states", "flops", "refine"]
