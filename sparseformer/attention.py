@@ -56,14 +56,20 @@ def _check(q, k, v, layout, key_padding_mask, dropout_p, scale) -> None:
         )
     if key_padding_mask is not None:
         if not isinstance(key_padding_mask, torch.Tensor) or key_padding_mask.dtype != torch.bool:
-            raise TypeError(f"key_padding_mask must be a bool tensor (True = keep), got {getattr(key_padding_mask, 'dtype', type(key_padding_mask).__name__)}")
+            raise TypeError(
+                f"key_padding_mask must be a bool tensor (True = keep), got {getattr(key_padding_mask, 'dtype', type(key_padding_mask).__name__)}"
+            )
         if tuple(key_padding_mask.shape) != (b, k.shape[2]):
-            raise ValueError(f"key_padding_mask must have shape [B, Lk] = {(b, k.shape[2])}, got {tuple(key_padding_mask.shape)}")
+            raise ValueError(
+                f"key_padding_mask must have shape [B, Lk] = {(b, k.shape[2])}, got {tuple(key_padding_mask.shape)}"
+            )
         if key_padding_mask.device != q.device:
             raise ValueError(f"key_padding_mask must be on {q.device}, got {key_padding_mask.device}")
     if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float)) or not 0 <= dropout_p < 1:
         raise ValueError(f"dropout_p must be a float in [0, 1), got {dropout_p!r}")
-    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0 or math.isinf(scale)):
+    if scale is not None and (
+        isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0 or math.isinf(scale)
+    ):
         raise ValueError(f"scale must be a positive finite float or None, got {scale!r}")
 
 

@@ -120,7 +120,9 @@ class BlockLayout:
         """``bool [layout_heads, q_len, kv_len]``: whether query ``i`` attends key ``j``. O(L²)."""
         bs = self.block_size
         ids = self.tile_mask_ids()  # [Hl, nq, nk]
-        table = torch.cat([torch.ones(1, bs, bs, dtype=torch.bool), torch.zeros(1, bs, bs, dtype=torch.bool), self.masks])
+        table = torch.cat(
+            [torch.ones(1, bs, bs, dtype=torch.bool), torch.zeros(1, bs, bs, dtype=torch.bool), self.masks]
+        )
         tiles = table[torch.where(ids == -1, 0, torch.where(ids == -2, 1, ids + 2))]  # [Hl, nq, nk, bs, bs]
         dense = tiles.permute(0, 1, 3, 2, 4).reshape(self.layout_heads, self.nq * bs, self.nk * bs)
         return dense[:, : self.q_len, : self.kv_len].contiguous()
@@ -176,34 +178,73 @@ class BlockLayout:
             kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=bs, mask_mod=mask_mod, seq_lengths=(q_len, kv_len)
         )
 
-    def padded(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Rows padded to the longest: ``kv_tiles int64 [Hl, nq, R]``, ``tile_masks bool
-        [Hl, nq, bs, R*bs]`` (element masks of the visited tiles, padding entries all False) and
-        ``log_weight float64 [Hl, nq, R]`` or None. Cached per device."""
-        key = ("padded", str(device))
+    def row_buckets(self, device: torch.device | str = "cpu") -> RowBuckets:
+        """The rows of every head grouped by length, for backends that batch rows (see
+        :class:`RowBuckets`). O(nnz) small tensors, built at compile time, cached per device."""
+        key = str(torch.device(device))
         if key not in self._device_cache:
-            self._device_cache[key] = self._padded(torch.device(device))
+            self._device_cache[key] = self._device_cache["cpu"].to(device)
         return self._device_cache[key]
 
-    def _padded(self, device: torch.device):
-        hl, nq, bs = self.layout_heads, self.nq, self.block_size
-        counts = self.row_counts.flatten()
-        r = max(int(counts.max()) if counts.numel() else 0, 1)
-        rows = torch.repeat_interleave(torch.arange(hl * nq), counts)
-        slot = torch.arange(self.nnz) - self.row_ptr[:-1][rows]
-        tiles = torch.zeros(hl * nq, r, dtype=torch.int64)
-        tiles[rows, slot] = self.col_idx
-        ids = torch.full((hl * nq, r), -2, dtype=torch.int64)  # -2: padding entry
-        ids[rows, slot] = self.mask_id
-        table = torch.cat([torch.ones(1, bs, bs, dtype=torch.bool), torch.zeros(1, bs, bs, dtype=torch.bool), self.masks])
-        tm = table[torch.where(ids == -1, 0, torch.where(ids == -2, 1, ids + 2))]  # [Hl*nq, R, bs, bs]
-        tm = tm.view(hl, nq, r, bs, bs).permute(0, 1, 3, 2, 4).reshape(hl, nq, bs, r * bs)
-        logw = None
-        if self.log_weight is not None:
-            logw = torch.zeros(hl * nq, r, dtype=torch.float64)
-            logw[rows, slot] = self.log_weight
-            logw = logw.view(hl, nq, r).to(device)
-        return tiles.view(hl, nq, r).to(device), tm.to(device), logw
+
+@dataclass(frozen=True)
+class Bucket:
+    """Rows of similar length, padded to the longest (``R`` entries)."""
+
+    rows: torch.Tensor  # int64 [n]: row h * nq + qb over all num_heads heads
+    kv_tiles: torch.Tensor  # int64 [n, R]: key tile of each entry (0 on padding entries)
+    tile_ids: torch.Tensor  # int64 [n, R]: row of the tile table with the entry's element mask
+    log_weight: torch.Tensor | None  # float64 [n, R]
+
+
+@dataclass(frozen=True)
+class RowBuckets:
+    """Rows ``h * nq + qb`` of all heads, grouped so that a row with ``c`` visited tiles sits in
+    the bucket of ``c`` in ``(2^(m-1), 2^m]``: padding at most doubles the work, and a few long
+    rows (global tokens) never pad the many short ones. ``inverse`` puts the rows of the
+    concatenated buckets back in order. ``tile_table bool [P + 2, bs, bs]``: row 0 all True
+    (full tiles), row 1 all False (padding entries), then the layout's ``masks``."""
+
+    buckets: tuple[Bucket, ...]
+    inverse: torch.Tensor  # int64 [num_heads * nq]
+    tile_table: torch.Tensor
+
+    def to(self, device: torch.device | str) -> RowBuckets:
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device)
+
+        buckets = tuple(Bucket(move(b.rows), move(b.kv_tiles), move(b.tile_ids), move(b.log_weight)) for b in self.buckets)
+        return RowBuckets(buckets, move(self.inverse), move(self.tile_table))
+
+
+def _row_buckets(layout: BlockLayout) -> RowBuckets:
+    h, hl, nq, bs = layout.num_heads, layout.layout_heads, layout.nq, layout.block_size
+    counts = layout.row_counts.flatten()  # [Hl * nq]
+    starts = layout.row_ptr[:-1]
+    ids = torch.where(layout.mask_id < 0, 0, layout.mask_id + 2)
+    rows = torch.arange(h * nq)
+    lrow = rows if hl > 1 else rows % nq  # the layout row each head's row reads
+    c = counts[lrow]
+    level = torch.ceil(torch.log2(c.clamp(min=1).double())).long()  # c in (2^(m-1), 2^m]
+    buckets, order = [], []
+    for m in level.unique().tolist():
+        sel = rows[level == m]
+        r = max(int(c[sel].max()), 1)
+        slot = torch.arange(r)
+        valid = slot[None, :] < c[sel][:, None]  # [n, R]
+        entry = (starts[lrow[sel]][:, None] + slot[None, :]).clamp(max=max(layout.nnz - 1, 0))
+        if layout.nnz:
+            tiles = torch.where(valid, layout.col_idx[entry], 0)
+            tid = torch.where(valid, ids[entry], 1)
+        else:
+            tiles, tid = torch.zeros_like(entry), torch.ones_like(entry)
+        lw = None if layout.log_weight is None else torch.where(valid, layout.log_weight[entry], 0.0)
+        buckets.append(Bucket(sel, tiles, tid, lw))
+        order.append(sel)
+    inverse = torch.empty(h * nq, dtype=torch.int64)
+    inverse[torch.cat(order)] = torch.arange(h * nq)
+    table = torch.cat([torch.ones(1, bs, bs, dtype=torch.bool), torch.zeros(1, bs, bs, dtype=torch.bool), layout.masks])
+    return RowBuckets(tuple(buckets), inverse, table)
 
 
 # -- compilation ----------------------------------------------------------------------------------
@@ -281,7 +322,9 @@ def compile_layout(
 
 
 @functools.lru_cache(maxsize=128)
-def _compile(pattern: Pattern, q_len: int, num_heads: int, bs: int, kv_len: int, causal: bool, q_offset: int) -> BlockLayout:
+def _compile(
+    pattern: Pattern, q_len: int, num_heads: int, bs: int, kv_len: int, causal: bool, q_offset: int
+) -> BlockLayout:
     shape = Shape(q_len, kv_len, num_heads, bs, q_offset)
     root = Intersection.of(pattern, Causal()) if causal else pattern
     resolved = root._resolve(shape, None)
@@ -310,7 +353,7 @@ def _compile(pattern: Pattern, q_len: int, num_heads: int, bs: int, kv_len: int,
         log_weight = lw if bool((lw != 0).any()) else None
     if slopes is not None and not bool((slopes != 0).any()):
         slopes = None
-    return BlockLayout(
+    layout = BlockLayout(
         q_len=q_len,
         kv_len=kv_len,
         num_heads=num_heads,
@@ -326,6 +369,8 @@ def _compile(pattern: Pattern, q_len: int, num_heads: int, bs: int, kv_len: int,
         slopes=None if slopes is None else slopes.to(torch.float64).contiguous(),
         pattern=pattern,
     )
+    layout._device_cache["cpu"] = _row_buckets(layout)
+    return layout
 
 
 def flops(layout: BlockLayout, head_dim: int, batch: int = 1) -> float:

@@ -1,9 +1,9 @@
 """The portable backend: gather the visited key tiles, then dense math on them.
 
-PyTorch ops only (index_select, matmul, exp, where), so it runs on any device, trains with
-autograd and exports with ``torch.export`` / ``torch.onnx.export``. Time and memory follow the
-number of visited tiles (``[B, H, nq, bs, R*bs]`` scores, R = longest row of the layout), never
-``Lq * Lk``.
+PyTorch ops only (index_select, matmul, softmax, where), so it runs on any device, trains with
+autograd and exports with ``torch.export`` / ``torch.onnx.export``. Rows (a head's query tile)
+are processed in buckets of similar length (``BlockLayout.row_buckets``), so time and memory
+follow the number of visited tiles (at most twice it, with padding), never ``Lq * Lk``.
 """
 
 from __future__ import annotations
@@ -11,15 +11,42 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..layout import BlockLayout
+from ..layout import BlockLayout, Bucket
 from .softmax import masked_softmax
 
 
 def _tiles(x: torch.Tensor, n: int, bs: int) -> torch.Tensor:
-    """``[B, H, L, D] -> [B, H, n, bs, D]``, zero-padding L up to ``n * bs``."""
+    """``[B, H, L, D] -> [B, H * n, bs, D]``, zero-padding L up to ``n * bs``."""
     b, h, length, d = x.shape
-    x = F.pad(x, (0, 0, 0, n * bs - length))
-    return x.view(b, h, n, bs, d)
+    if n * bs != length:
+        x = F.pad(x, (0, 0, 0, n * bs - length))
+    return x.reshape(b, h * n, bs, d)
+
+
+def _bucket(qt, kt, vt, kpm, bucket: Bucket, table, layout: BlockLayout, hk_ratio: int, dropout_p: float):
+    """Attention for the rows of one bucket: ``[B, n, bs, Dv]``."""
+    b, _, bs, d = qt.shape
+    nq, nk = layout.nq, layout.nk
+    rows, tiles = bucket.rows, bucket.kv_tiles  # [n], [n, R]
+    n, r = tiles.shape
+    head = rows // nq  # [n]
+    flat = ((head // hk_ratio)[:, None] * nk + tiles).reshape(-1)  # [n*R] tiles of K/V
+    q = qt.index_select(1, rows)  # [B, n, bs, D]
+    k = kt.index_select(1, flat).view(b, n, r * bs, d)  # [B, n, R*bs, D]
+    v = vt.index_select(1, flat).view(b, n, r * bs, vt.shape[-1])
+    scores = q @ k.transpose(-1, -2)  # [B, n, bs, R*bs]
+    keep = table[bucket.tile_ids].permute(0, 2, 1, 3).reshape(n, bs, r * bs)  # [n, bs, R*bs]
+    if kpm is not None:  # [B, nk * bs]
+        kidx = (tiles[:, :, None] * bs + torch.arange(bs, device=tiles.device)).reshape(-1)  # [n*R*bs]
+        keep = keep & kpm.index_select(1, kidx).view(b, n, 1, r * bs)
+    if bucket.log_weight is not None:
+        scores = scores + bucket.log_weight.to(scores.dtype).repeat_interleave(bs, -1)[:, None, :]
+    if layout.slopes is not None:
+        qpos = (rows % nq)[:, None] * bs + torch.arange(bs, device=rows.device) + layout.q_offset  # [n, bs]
+        kpos = (tiles[:, :, None] * bs + torch.arange(bs, device=rows.device)).reshape(n, 1, r * bs)
+        dist = (qpos[:, :, None] - kpos).abs().to(scores.dtype)  # [n, bs, R*bs]
+        scores = scores - layout.slopes.to(scores.device, scores.dtype)[head][:, None, None] * dist
+    return masked_softmax(scores, keep, dropout_p) @ v  # [B, n, bs, Dv]
 
 
 def gather_attention(
@@ -32,33 +59,17 @@ def gather_attention(
     scale: float,
     dropout_p: float = 0.0,
 ) -> torch.Tensor:  # [B, H, Lq, Dv]
-    b, h, lq, d = q.shape
+    b, h, lq, _ = q.shape
     hk, dv = k.shape[1], v.shape[-1]
-    bs, nq, nk, hl = layout.block_size, layout.nq, layout.nk, layout.layout_heads
-    kv_tiles, tile_masks, logw = layout.padded(q.device)  # [Hl,nq,R], [Hl,nq,bs,R*bs], [Hl,nq,R]
-    r = kv_tiles.shape[-1]
-
-    # Index of each visited tile in the flattened [Hk * nk] tiles of K and V.
-    kv_head = torch.arange(h, device=q.device) // (h // hk)  # [H]
-    flat = (kv_head[:, None, None] * nk + kv_tiles).expand(h, nq, r).reshape(-1)  # [H*nq*R]
-    kt = _tiles(k, nk, bs).reshape(b, hk * nk, bs, d).index_select(1, flat)  # [B, H*nq*R, bs, D]
-    vt = _tiles(v, nk, bs).reshape(b, hk * nk, bs, dv).index_select(1, flat)
-    kt = kt.view(b, h, nq, r * bs, d)
-    vt = vt.view(b, h, nq, r * bs, dv)
-    qt = _tiles(q, nq, bs)  # [B, H, nq, bs, D]
-
-    scores = qt @ kt.transpose(-1, -2) * scale  # [B, H, nq, bs, R*bs]
-    keep = tile_masks[None]  # [1, Hl, nq, bs, R*bs]
+    bs, nq, nk = layout.block_size, layout.nq, layout.nk
+    rb = layout.row_buckets(q.device)
+    qt = _tiles(q * scale, nq, bs)  # [B, H*nq, bs, D]
+    kt, vt = _tiles(k, nk, bs), _tiles(v, nk, bs)  # [B, Hk*nk, bs, D]
+    kpm = None
     if key_padding_mask is not None:
-        kpm = F.pad(key_padding_mask, (0, nk * bs - key_padding_mask.shape[-1])).view(b, nk, bs)
-        kpm = kpm[:, kv_tiles].reshape(b, hl, nq, 1, r * bs)  # [B, Hl, nq, 1, R*bs]
-        keep = keep & kpm
-    if logw is not None:
-        scores = scores + logw.to(q.dtype).repeat_interleave(bs, -1)[None, :, :, None, :]
-    if layout.slopes is not None:
-        qpos = torch.arange(nq * bs, device=q.device).view(nq, bs) + layout.q_offset  # [nq, bs]
-        kpos = (kv_tiles[..., None] * bs + torch.arange(bs, device=q.device)).reshape(hl, nq, 1, r * bs)
-        dist = (qpos[None, :, :, None] - kpos).abs().to(q.dtype)  # [Hl, nq, bs, R*bs]
-        scores = scores - layout.slopes.to(q.device, q.dtype)[:, None, None, None] * dist
-    out = masked_softmax(scores, keep, dropout_p) @ vt  # [B, H, nq, bs, Dv]
+        kpm = F.pad(key_padding_mask, (0, nk * bs - key_padding_mask.shape[-1]))  # [B, nk*bs]
+    outs = [_bucket(qt, kt, vt, kpm, bk, rb.tile_table, layout, h // hk, dropout_p) for bk in rb.buckets]
+    out = torch.cat(outs, 1) if len(outs) > 1 else outs[0]  # [B, H*nq, bs, Dv], bucket order
+    if len(outs) > 1:
+        out = out.index_select(1, rb.inverse)
     return out.view(b, h, nq * bs, dv)[:, :, :lq]

@@ -1,12 +1,11 @@
 """The dense reference: masked attention over the layout's dense mask. The oracle of every
-kernel; O(L²) time and memory by design."""
+kernel; O(L²) time and memory by design, and written independently of the fast paths."""
 
 from __future__ import annotations
 
 import torch
 
 from ..layout import BlockLayout
-from .softmax import masked_softmax
 
 
 def reference_attention(
@@ -26,4 +25,10 @@ def reference_attention(
     if key_padding_mask is not None:
         mask = mask & key_padding_mask[:, None, None, :]
     scores = q @ k.transpose(-1, -2) * scale + layout.to_dense_bias(q.dtype).to(q.device)[None]
-    return masked_softmax(scores, mask, dropout_p) @ v
+    scores = scores.masked_fill(~mask, float("-inf"))
+    seen = mask.any(-1, keepdim=True)  # rows that attend to something
+    p = torch.softmax(torch.where(seen, scores, torch.zeros_like(scores)), dim=-1)
+    p = torch.where(seen, p, torch.zeros_like(p))  # a row with no key gives 0
+    if dropout_p > 0:
+        p = torch.nn.functional.dropout(p, dropout_p)
+    return p @ v

@@ -8,15 +8,13 @@ import torch
 def masked_softmax(scores: torch.Tensor, keep: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
     """``softmax`` of ``scores`` over the last dim restricted to ``keep`` (broadcastable bool).
 
-    A row that keeps nothing gives all zeros, never NaN, and no NaN gradient either. With
-    ``dropout_p > 0`` the probabilities are dropped and rescaled like SDPA's.
+    Dropped scores are set to the dtype's lowest finite value (not -inf), so a row that keeps
+    nothing stays finite, and it is then zeroed: all zeros, never NaN, in values and gradients.
+    In a row that keeps anything, ``exp(lowest - max)`` is exactly 0. With ``dropout_p > 0`` the
+    probabilities are dropped and rescaled like SDPA's.
     """
-    s = scores.masked_fill(~keep, float("-inf"))
-    m = s.amax(-1, keepdim=True).detach()
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    p = torch.exp(s - m)  # exp(-inf) = 0 on dropped pairs
-    denom = p.sum(-1, keepdim=True)
-    p = p / torch.where(denom > 0, denom, torch.ones_like(denom))
+    s = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
+    p = torch.softmax(s, dim=-1) * keep.any(-1, keepdim=True)
     if dropout_p > 0:
         p = torch.nn.functional.dropout(p, dropout_p)
     return p

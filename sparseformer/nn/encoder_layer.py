@@ -34,13 +34,31 @@ class SparseTransformerEncoderLayer(nn.TransformerEncoderLayer):
         backend: str = "auto",
     ) -> None:
         super().__init__(
-            d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps,
-            batch_first, norm_first, bias, device, dtype,
-        )  # fmt: skip
+            d_model,
+            nhead,
+            dim_feedforward,
+            dropout,
+            activation,
+            layer_norm_eps,
+            batch_first,
+            norm_first,
+            bias,
+            device,
+            dtype,
+        )
         self.self_attn = SparseMultiheadAttention(
-            d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first, device=device, dtype=dtype,
-            pattern=pattern, block_size=block_size, causal=causal, backend=backend,
-        )  # fmt: skip
+            d_model,
+            nhead,
+            dropout=dropout,
+            bias=bias,
+            batch_first=batch_first,
+            device=device,
+            dtype=dtype,
+            pattern=pattern,
+            block_size=block_size,
+            causal=causal,
+            backend=backend,
+        )
         # PyTorch's fused fast paths (this layer's and nn.TransformerEncoder's nested tensors)
         # would run dense attention on our weights; this flag is what both test to stay off.
         self.activation_relu_or_gelu = 0

@@ -141,7 +141,9 @@ class SparseMultiheadAttention(nn.Module):
         elif not self.batch_first:  # [L, B, E] -> [B, L, E]
             query, key, value = (x.transpose(0, 1) for x in (query, key, value))
         if query.dim() != 3 or query.shape[-1] != self.embed_dim:
-            raise ValueError(f"query must be [L, E], [L, B, E] or [B, L, E] with E={self.embed_dim}, got {tuple(query.shape)}")
+            raise ValueError(
+                f"query must be [L, E], [L, B, E] or [B, L, E] with E={self.embed_dim}, got {tuple(query.shape)}"
+            )
         bsz, lq, _ = query.shape
         lk = key.shape[1]
         causal = self.causal or causal_from_mask(attn_mask, is_causal, lq)

@@ -159,11 +159,18 @@ class PerHead(Pattern):
         per = [p._slopes(shape) for p in self.patterns]
         if all(s is None for s in per):
             return None
-        return torch.stack([s[h] if s is not None else torch.tensor(0.0, dtype=torch.float64) for h, s in enumerate(per)])
+        return torch.stack(
+            [s[h] if s is not None else torch.tensor(0.0, dtype=torch.float64) for h, s in enumerate(per)]
+        )
 
     def _logw(self, shape: Shape) -> torch.Tensor | None:
         per = [p._logw(shape) for p in self.patterns]
         if all(w is None for w in per):
             return None
         zero = torch.zeros(1, shape.nq, shape.nk, dtype=torch.float64)
-        return torch.cat([(w if w is not None else zero)[h if w is not None and w.shape[0] > 1 else 0][None] for h, w in enumerate(per)])
+        return torch.cat(
+            [
+                (w if w is not None else zero)[h if w is not None and w.shape[0] > 1 else 0][None]
+                for h, w in enumerate(per)
+            ]
+        )

@@ -51,9 +51,7 @@ class Fixed(Pattern):
         if self.horizontal_global_attention and self.attention != "bidirectional":
             raise ValueError("horizontal_global_attention=True needs attention='bidirectional'")
         if P > 1 and not self.different_layout_per_head:
-            raise ValueError(
-                f"num_different_global_patterns={P} needs different_layout_per_head=True"
-            )
+            raise ValueError(f"num_different_global_patterns={P} needs different_layout_per_head=True")
         if P > L // G:
             raise ValueError(
                 f"num_different_global_patterns ({P}) must be <= num_local_blocks // num_global_blocks ({L // G})"

@@ -85,7 +85,9 @@ def from_deepspeed(config: object) -> tuple[Pattern, int]:
             different_layout_per_head=get("different_layout_per_head", False),
         )
     elif name == "BigBirdSparsityConfig":
-        p = BigBird(get("num_random_blocks"), get("num_sliding_window_blocks"), get("num_global_blocks"), get("attention"))
+        p = BigBird(
+            get("num_random_blocks"), get("num_sliding_window_blocks"), get("num_global_blocks"), get("attention")
+        )
     elif name == "BSLongformerSparsityConfig":
         p = Longformer(
             get("num_sliding_window_blocks"),

@@ -30,7 +30,7 @@ per row), from ``random.Random(seed)``.
 from __future__ import annotations
 
 import random
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -77,17 +77,21 @@ def _propagate_first_head(layout: torch.Tensor, num_heads: int, different_layout
     return layout
 
 
-def _check_global_end_indices(global_block_indices: Sequence[int], global_block_end_indices: Optional[Sequence[int]]) -> None:
+def _check_global_end_indices(
+    global_block_indices: Sequence[int], global_block_end_indices: Sequence[int] | None
+) -> None:
     if global_block_end_indices is None:
         return
     if len(global_block_indices) != len(global_block_end_indices):
         raise ValueError(
             f"Global block start indices length, {len(global_block_indices)}, must be same as "
-            f"global block end indices length, {len(global_block_end_indices)}!")
+            f"global block end indices length, {len(global_block_end_indices)}!"
+        )
     for start_idx, end_idx in zip(global_block_indices, global_block_end_indices):
         if start_idx >= end_idx:
             raise ValueError(
-                f"Global block start index, {start_idx}, must be smaller than global block end index, {end_idx}!")
+                f"Global block start index, {start_idx}, must be smaller than global block end index, {end_idx}!"
+            )
 
 
 def _set_sliding_window(layout: torch.Tensor, h: int, num_sliding_window_blocks: int) -> None:
@@ -96,7 +100,8 @@ def _set_sliding_window(layout: torch.Tensor, h: int, num_sliding_window_blocks:
     if num_blocks < num_sliding_window_blocks:
         raise ValueError(
             f"Number of sliding window blocks, {num_sliding_window_blocks}, must be smaller than "
-            f"overall number of blocks in a row, {num_blocks}!")
+            f"overall number of blocks in a row, {num_blocks}!"
+        )
     w = num_sliding_window_blocks // 2
     for row in range(num_blocks):
         start = max(0, row - w)
@@ -126,19 +131,22 @@ def fixed_layout(
     if num_local_blocks % num_global_blocks != 0:
         raise ValueError(
             f"Number of blocks in a local window, {num_local_blocks}, must be dividable by number of "
-            f"global blocks, {num_global_blocks}!")
+            f"global blocks, {num_global_blocks}!"
+        )
     _check_attention(attention)
     if attention != "bidirectional" and horizontal_global_attention:
         raise ValueError('only "bi-directional" attentions can support horizontal global attention!')
     if num_different_global_patterns > 1 and not different_layout_per_head:
         raise ValueError(
             "Number of different layouts cannot be more than one when you have set a single layout "
-            "for all heads! Set different_layout_per_head to True.")
+            "for all heads! Set different_layout_per_head to True."
+        )
     if num_different_global_patterns > (num_local_blocks // num_global_blocks):
         raise ValueError(
             f"Number of layout versions (num_different_global_patterns), {num_different_global_patterns}, "
             f"cannot be larger than number of local window blocks divided by number of global blocks, "
-            f"{num_local_blocks} / {num_global_blocks} = {num_local_blocks // num_global_blocks}!")
+            f"{num_local_blocks} / {num_global_blocks} = {num_local_blocks // num_global_blocks}!"
+        )
 
     layout = _setup_layout(seq_len, num_heads, block)
     num_blocks = layout.shape[1]
@@ -159,9 +167,9 @@ def fixed_layout(
         end = num_blocks - (num_blocks % L)
         for i in range(first_global_block_idx, end, L):
             first_row = 0 if attention == "bidirectional" else i
-            layout[h, first_row:, i:i + G] = 1
+            layout[h, first_row:, i : i + G] = 1
             if horizontal_global_attention:
-                layout[h, i:i + G, :] = 1
+                layout[h, i : i + G, :] = 1
 
         # short last window
         if end < num_blocks:
@@ -191,7 +199,7 @@ def bigbird_layout(
     num_global_blocks: int = 1,
     attention: str = "bidirectional",
     include_random: bool = False,
-    seed: Optional[int] = None,
+    seed: int | None = None,
 ) -> torch.Tensor:
     """BigBirdSparsityConfig(...).make_layout(seq_len), random part only if include_random."""
     _check_attention(attention)
@@ -204,7 +212,8 @@ def bigbird_layout(
         if num_blocks < num_random_blocks:
             raise ValueError(
                 f"Number of random blocks, {num_random_blocks}, must be smaller than overall number of "
-                f"blocks in a row, {num_blocks}!")
+                f"blocks in a row, {num_blocks}!"
+            )
         if include_random:
             for row in range(num_blocks):
                 sample_range = range(0, num_blocks) if attention == "bidirectional" else range(0, row + 1)
@@ -219,7 +228,8 @@ def bigbird_layout(
         if num_blocks < num_global_blocks:
             raise ValueError(
                 f"Number of global blocks, {num_global_blocks}, must be smaller than overall number of "
-                f"blocks in a row, {num_blocks}!")
+                f"blocks in a row, {num_blocks}!"
+            )
         layout[h, 0:num_global_blocks, :] = 1
         layout[h, :, 0:num_global_blocks] = 1
         if attention == "unidirectional":
@@ -241,7 +251,7 @@ def longformer_layout(
     different_layout_per_head: bool = False,
     num_sliding_window_blocks: int = 3,
     global_block_indices: Sequence[int] = (0,),
-    global_block_end_indices: Optional[Sequence[int]] = None,
+    global_block_end_indices: Sequence[int] | None = None,
     attention: str = "bidirectional",
 ) -> torch.Tensor:
     """BSLongformerSparsityConfig(...).make_layout(seq_len).
@@ -283,24 +293,47 @@ if __name__ == "__main__":
                 print("    " + " ".join("#" if v else "." for v in row))
 
     _show("fixed bi L=4 G=1 nb=10", fixed_layout(160, num_heads=1, block=16))
-    _show("fixed uni L=4 G=2 nb=10", fixed_layout(10, num_heads=1, block=1, num_global_blocks=2,
-                                                  attention="unidirectional"))
-    _show("fixed bi horizontal, 2 patterns, L=4 G=1 nb=8",
-          fixed_layout(8, num_heads=2, block=1, different_layout_per_head=True,
-                       horizontal_global_attention=True, num_different_global_patterns=2))
+    _show(
+        "fixed uni L=4 G=2 nb=10",
+        fixed_layout(10, num_heads=1, block=1, num_global_blocks=2, attention="unidirectional"),
+    )
+    _show(
+        "fixed bi horizontal, 2 patterns, L=4 G=1 nb=8",
+        fixed_layout(
+            8,
+            num_heads=2,
+            block=1,
+            different_layout_per_head=True,
+            horizontal_global_attention=True,
+            num_different_global_patterns=2,
+        ),
+    )
     _show("bigbird bi W=3 G=1 nb=8", bigbird_layout(8, num_heads=1, block=1))
-    _show("bigbird uni W=3 G=2 nb=8", bigbird_layout(8, num_heads=1, block=1, num_global_blocks=2,
-                                                     attention="unidirectional"))
-    _show("longformer bi W=3 globals (0, 5) nb=8",
-          longformer_layout(8, num_heads=1, block=1, global_block_indices=(0, 5)))
-    _show("longformer uni W=5 globals [1,3) nb=8",
-          longformer_layout(8, num_heads=1, block=1, num_sliding_window_blocks=5,
-                            global_block_indices=[1], global_block_end_indices=[3],
-                            attention="unidirectional"))
-    for bad in (lambda: fixed_layout(64, num_heads=1, num_local_blocks=4, num_global_blocks=3),
-                lambda: fixed_layout(64, num_heads=1, attention="causal"),
-                lambda: bigbird_layout(30, num_heads=1),
-                lambda: longformer_layout(64, num_heads=1, global_block_indices=[2], global_block_end_indices=[2])):
+    _show(
+        "bigbird uni W=3 G=2 nb=8",
+        bigbird_layout(8, num_heads=1, block=1, num_global_blocks=2, attention="unidirectional"),
+    )
+    _show(
+        "longformer bi W=3 globals (0, 5) nb=8", longformer_layout(8, num_heads=1, block=1, global_block_indices=(0, 5))
+    )
+    _show(
+        "longformer uni W=5 globals [1,3) nb=8",
+        longformer_layout(
+            8,
+            num_heads=1,
+            block=1,
+            num_sliding_window_blocks=5,
+            global_block_indices=[1],
+            global_block_end_indices=[3],
+            attention="unidirectional",
+        ),
+    )
+    for bad in (
+        lambda: fixed_layout(64, num_heads=1, num_local_blocks=4, num_global_blocks=3),
+        lambda: fixed_layout(64, num_heads=1, attention="causal"),
+        lambda: bigbird_layout(30, num_heads=1),
+        lambda: longformer_layout(64, num_heads=1, global_block_indices=[2], global_block_end_indices=[2]),
+    ):
         try:
             bad()
         except ValueError as exc:
