@@ -21,6 +21,7 @@ import functools
 from dataclasses import dataclass, field
 from functools import cached_property
 
+import numpy as np
 import torch
 
 from .patterns.base import FULL, NONE, PARTIAL, Pattern, Shape, check_int
@@ -213,7 +214,9 @@ class RowBuckets:
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(device)
 
-        buckets = tuple(Bucket(move(b.rows), move(b.kv_tiles), move(b.tile_ids), move(b.log_weight)) for b in self.buckets)
+        buckets = tuple(
+            Bucket(move(b.rows), move(b.kv_tiles), move(b.tile_ids), move(b.log_weight)) for b in self.buckets
+        )
         return RowBuckets(buckets, move(self.inverse), move(self.tile_table))
 
 
@@ -250,13 +253,17 @@ def _row_buckets(layout: BlockLayout) -> RowBuckets:
 # -- compilation ----------------------------------------------------------------------------------
 
 
-def refine(pattern: Pattern, shape: Shape, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def refine(pattern: Pattern, shape: Shape, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Evaluate the element predicate on the PARTIAL tiles of ``states`` (``uint8 [Hp, nq, nk]``).
 
-    Returns exact states (a partial tile whose pairs all attend becomes FULL, one with none
-    NONE) and ``masks bool [n, bs, bs]`` for the remaining partial tiles in row-major order of
-    ``(head, qb, kb)``. Out-of-range keys and queries never attend; a key tile holding indices
+    Returns the exact states (a partial tile whose pairs all attend becomes FULL, one with none
+    NONE), the distinct element masks ``bool [P, bs, bs]`` of the tiles still partial, and for
+    each of those tiles (row-major order of ``(head, qb, kb)``) the index of its mask,
+    ``int64 [n]``. Out-of-range keys and queries never attend; a key tile holding indices
     ``>= kv_len`` is never FULL.
+
+    A shift-invariant pattern (pairs a function of the head and ``p - j`` only) gives equal masks
+    to equal ``(head, tile offset, edge tile)``: the predicate runs once per such group.
     """
     bs = shape.block_size
     states = states.clone()
@@ -264,23 +271,48 @@ def refine(pattern: Pattern, shape: Shape, states: torch.Tensor) -> tuple[torch.
         last = states[:, :, -1]
         last[last == FULL] = PARTIAL
     hp, qb, kb = (states == PARTIAL).nonzero(as_tuple=True)
-    masks = torch.empty(hp.numel(), bs, bs, dtype=torch.bool)
+    if pattern._shift_invariant:
+        key = torch.stack([hp, qb - kb, qb == shape.nq - 1, kb == shape.nk - 1], 1)
+        key, group = torch.unique(key, dim=0, return_inverse=True)
+        first = torch.full((key.shape[0],), hp.numel(), dtype=torch.int64).scatter_reduce_(
+            0, group, torch.arange(hp.numel()), "amin"
+        )
+    else:
+        group, first = torch.arange(hp.numel()), torch.arange(hp.numel())
+    rh, rq, rk = hp[first], qb[first], kb[first]  # one representative tile per group
+    masks = torch.empty(first.numel(), bs, bs, dtype=torch.bool)
     r = torch.arange(bs)
     step = max(1, _REFINE_CHUNK // (bs * bs))
-    for h in hp.unique().tolist():
-        (sel,) = (hp == h).nonzero(as_tuple=True)
+    for h in rh.unique().tolist():
+        (sel,) = (rh == h).nonzero(as_tuple=True)
         for s in range(0, sel.numel(), step):
             part = sel[s : s + step]
-            i = qb[part, None, None] * bs + r[None, :, None]  # [n, bs, 1]
-            j = kb[part, None, None] * bs + r[None, None, :]  # [n, 1, bs]
+            i = rq[part, None, None] * bs + r[None, :, None]  # [n, bs, 1]
+            j = rk[part, None, None] * bs + r[None, None, :]  # [n, 1, bs]
             m = pattern._pairs(shape, h, i, j) & (j < shape.kv_len) & (i < shape.q_len)
             masks[part] = m.expand(part.numel(), bs, bs)
-    valid_q = (qb[:, None] * bs + r[None, :]) < shape.q_len  # [n, bs]
-    any_ = masks.any(-1).any(-1)
-    all_ = (masks | ~valid_q[:, :, None]).all(-1).all(-1) & (kb * bs + bs <= shape.kv_len)
-    states[hp[all_], qb[all_], kb[all_]] = FULL
-    states[hp[~any_], qb[~any_], kb[~any_]] = NONE
-    return states, masks[any_ & ~all_]
+    valid_q = (rq[:, None] * bs + r[None, :]) < shape.q_len  # [G, bs]
+    any_ = masks.flatten(1).any(-1)
+    all_ = (masks | ~valid_q[:, :, None]).flatten(1).all(-1) & (rk * bs + bs <= shape.kv_len)
+    tile_any, tile_all = any_[group], all_[group]
+    states[hp[tile_all], qb[tile_all], kb[tile_all]] = FULL
+    states[hp[~tile_any], qb[~tile_any], kb[~tile_any]] = NONE
+    partial = any_ & ~all_  # groups whose tiles stay partial
+    uniq, index = _distinct(masks[partial])
+    mask_of = torch.full((first.numel(),), -1, dtype=torch.int64)
+    mask_of[partial] = index
+    return states, uniq, mask_of[group[tile_any & ~tile_all]]
+
+
+def _distinct(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distinct masks of ``bool [G, bs, bs]`` and each one's index among them."""
+    packed = np.packbits(masks.flatten(1).numpy(), axis=1)
+    seen: dict[bytes, int] = {}
+    index = torch.tensor([seen.setdefault(row.tobytes(), len(seen)) for row in packed], dtype=torch.int64)
+    first = torch.full((len(seen),), masks.shape[0], dtype=torch.int64).scatter_reduce_(
+        0, index, torch.arange(masks.shape[0]), "amin"
+    )
+    return masks[first], index
 
 
 def exact_states(pattern: Pattern, shape: Shape) -> torch.Tensor:
@@ -328,22 +360,18 @@ def _compile(
     shape = Shape(q_len, kv_len, num_heads, bs, q_offset)
     root = Intersection.of(pattern, Causal()) if causal else pattern
     resolved = root._resolve(shape, None)
-    states, masks = refine(resolved, shape, resolved._states(shape))
+    states, masks, mask_of = refine(resolved, shape, resolved._states(shape))
     logw = resolved._logw(shape)
     slopes = resolved._slopes(shape)
     hl = num_heads if (states.shape[0] > 1 or (logw is not None and logw.shape[0] > 1)) else 1
     if hl > 1 and states.shape[0] == 1:
-        # Per-head weights over shared tiles: the partial masks repeat for every head.
-        masks = masks.repeat(num_heads, 1, 1)
+        # Per-head weights over shared tiles: the partial tiles repeat for every head.
+        mask_of = mask_of.repeat(num_heads)
     states = states.expand(hl, -1, -1)
     keep = states != NONE
     hp, qb, kb = keep.nonzero(as_tuple=True)  # row-major: rows (h, qb), columns ascending
-    partial = states[hp, qb, kb] == PARTIAL
     mask_id = torch.full((hp.numel(),), -1, dtype=torch.int64)
-    if masks.shape[0]:
-        uniq, inverse = torch.unique(masks.flatten(1), dim=0, return_inverse=True)
-        mask_id[partial] = inverse
-        masks = uniq.view(-1, bs, bs)
+    mask_id[states[hp, qb, kb] == PARTIAL] = mask_of
     counts = keep.flatten(0, 1).sum(-1)
     row_ptr = torch.zeros(hl * shape.nq + 1, dtype=torch.int64)
     row_ptr[1:] = torch.cumsum(counts, 0)

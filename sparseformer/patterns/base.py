@@ -129,6 +129,11 @@ class Pattern:
     def _is_random(self) -> bool:
         return False
 
+    @property
+    def _shift_invariant(self) -> bool:
+        """Whether ``_pairs`` depends on the head and ``p - j`` only (compilation groups tiles)."""
+        return False
+
 
 # -- helpers shared by the pattern families ------------------------------------------------------
 

@@ -17,6 +17,10 @@ class Causal(Pattern):
     ``pattern.compile(..., causal=True)`` is ``(pattern & Causal()).compile(...)``.
     """
 
+    @property
+    def _shift_invariant(self) -> bool:
+        return True
+
     def _states(self, shape: Shape) -> torch.Tensor:
         return distance_states(shape, 0, math.inf)
 

@@ -42,6 +42,10 @@ class _Composite(Pattern):
             flat.extend(p.parts if type(p) is cls else (p,))
         return cls(tuple(flat))
 
+    @property
+    def _shift_invariant(self) -> bool:
+        return all(p._shift_invariant for p in self.parts)
+
     def _slopes(self, shape: Shape) -> torch.Tensor | None:
         return _sum_optional([p._slopes(shape) for p in self.parts])
 
@@ -70,6 +74,8 @@ class Union(_Composite):
         from ..layout import exact_states
 
         fixed = [p._resolve(shape, allowed) for p in self.parts if not has_random(p)]
+        if len(fixed) == len(self.parts):
+            return Union(tuple(fixed))
         resolved = list(fixed)
         free = allowed
         if fixed:
@@ -105,6 +111,8 @@ class Intersection(_Composite):
         from ..layout import exact_states
 
         fixed = [p._resolve(shape, allowed) for p in self.parts if not has_random(p)]
+        if len(fixed) == len(self.parts):
+            return Intersection(tuple(fixed))
         if fixed:
             ok = exact_states(Intersection(tuple(fixed)), shape) != NONE
             allowed = ok if allowed is None else allowed & ok
@@ -131,6 +139,10 @@ class PerHead(Pattern):
     @property
     def parts(self) -> tuple[Pattern, ...]:
         return self.patterns
+
+    @property
+    def _shift_invariant(self) -> bool:
+        return all(p._shift_invariant for p in self.patterns)
 
     def _check(self, shape: Shape) -> None:
         if len(self.patterns) != shape.num_heads:

@@ -13,6 +13,10 @@ from .base import FULL, Pattern, Shape
 class Dense(Pattern):
     """All pairs ``(i, j)`` attend: ``0 <= i < q_len``, ``0 <= j < kv_len``."""
 
+    @property
+    def _shift_invariant(self) -> bool:
+        return True
+
     def _states(self, shape: Shape) -> torch.Tensor:
         return torch.full((1, shape.nq, shape.nk), FULL, dtype=torch.uint8)
 

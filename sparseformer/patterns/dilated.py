@@ -23,6 +23,10 @@ class Dilated(Pattern):
         check_int("window", self.window, minimum=0)
         check_int("dilation", self.dilation)
 
+    @property
+    def _shift_invariant(self) -> bool:
+        return True
+
     def _states(self, shape: Shape) -> torch.Tensor:
         reach = self.window * self.dilation
         band = distance_states(shape, -reach, reach)

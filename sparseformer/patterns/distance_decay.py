@@ -68,6 +68,10 @@ class DistanceDecay(Pattern):
             return [math.inf] * shape.num_heads
         return [decay_width(r, self.eps) for r in self._rates(shape)]
 
+    @property
+    def _shift_invariant(self) -> bool:
+        return True
+
     def _states(self, shape: Shape) -> torch.Tensor:
         widths = self._widths(shape)
         if self.eps is None:

@@ -33,6 +33,10 @@ class SlidingWindow(Pattern):
     def _right(self) -> int:
         return self.left if self.right is None else self.right
 
+    @property
+    def _shift_invariant(self) -> bool:
+        return self.unit == "token"
+
     def _states(self, shape: Shape) -> torch.Tensor:
         if self.unit == "token":
             return distance_states(shape, -self._right, self.left)

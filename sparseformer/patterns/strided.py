@@ -25,6 +25,10 @@ class Strided(Pattern):
     def __post_init__(self) -> None:
         check_int("stride", self.stride)
 
+    @property
+    def _shift_invariant(self) -> bool:
+        return True
+
     def _states(self, shape: Shape) -> torch.Tensor:
         ln = self.stride
         local = distance_states(shape, -(ln - 1), ln - 1)
