@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/sparseformer demo
+	$(BIN)/sparseformer bench
 
 lint: $(STAMP)
 	$(BIN)/ruff check sparseformer tests benchmarks

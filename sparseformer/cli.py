@@ -23,13 +23,6 @@ def _patterns(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from .demo import run
-
-    run()
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparseformer", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -44,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--png", help="also draw it into this PNG file")
     p.set_defaults(func=_patterns)
 
-    d = sub.add_parser("demo", help="a short comparison of the sparse kernels with dense SDPA")
-    d.set_defaults(func=_demo)
+    from .bench.command import add_parser as add_bench
+
+    add_bench(sub)
     return parser
 
 

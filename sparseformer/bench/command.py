@@ -1,0 +1,341 @@
+"""``sparseformer bench``: measure every strategy on this device and recommend one.
+
+``add_parser(subparsers)`` registers the subcommand; ``run(args)`` runs it and returns the exit
+status (0, or 130 after Ctrl-C with the partial results written); ``main(argv)`` runs it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import sys
+import time
+
+import torch
+
+from ..attention import BACKENDS
+from .files import write_text
+from .measure import memory_method
+from .model_quality import model_quality
+from .recommend import Constraints, recommend
+from .report import markdown_report, print_ranked, ranked_length
+from .schema import SCHEMA_VERSION, validate
+from .strategies import BY_NAME, DENSE
+from .sweep import SweepPlan, run_sweep
+from .workload import DTYPES, Workload
+
+# Defaults: (full run, --quick). The full run is MiniLM's shape and fits in about 3 minutes on 2 cores.
+DEFAULTS = {
+    "layers": (6, 2),
+    "heads": (12, 2),
+    "head_dim": (32, 16),
+    "min_len": (256, 64),
+    "max_len": (4096, 128),
+    "block_sizes": ((32, 64), (16, 32)),
+    "repeats": (3, 3),
+    "min_time": (0.25, 0.0),
+    "time_budget": (140.0, 20.0),
+}
+
+
+def add_parser(subparsers) -> None:
+    """Register ``bench`` on an ``argparse`` subparsers object."""
+    p = subparsers.add_parser(
+        "bench",
+        help="measure every sparse strategy on this device and recommend one",
+        description=__doc__.splitlines()[0],
+    )
+    c = p.add_argument_group("constraints (for the recommendation)")
+    c.add_argument("--budget-ms", type=float, help="latest acceptable encoder latency, ms")
+    c.add_argument("--budget-mb", type=float, help="largest acceptable peak memory of one call, MiB")
+    c.add_argument("--min-quality", type=float, help="smallest acceptable quality, a cosine in [-1, 1] (see --quality)")
+    c.add_argument("--seq-len", type=int, help="the sequence length to recommend for (measured first)")
+    c.add_argument(
+        "--quality",
+        choices=("auto", "encoder", "model"),
+        default="auto",
+        help="what --min-quality bounds: the pretrained model's embedding cosine (model; auto when it was "
+        "measured) or the encoder output cosine vs dense (encoder)",
+    )
+    c.add_argument("--from-results", metavar="RESULTS_JSON", help="recommend from an earlier run; measure nothing")
+    w = p.add_argument_group("workload")
+    w.add_argument("--quick", action="store_true", help="tiny sizes: finishes in seconds")
+    w.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    w.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    w.add_argument("--dtype", default="float32", choices=DTYPES)
+    w.add_argument("--heads", type=int, help="attention heads (default 12; --quick 2)")
+    w.add_argument("--head-dim", type=int, help="dimension per head (default 32; --quick 16)")
+    w.add_argument("--layers", type=int, help="encoder layers (default 6; --quick 2)")
+    w.add_argument("--batch", type=int, default=1)
+    w.add_argument("--backend", default="auto", help="sparse attention backend (default auto)")
+    w.add_argument("--model", help="Hugging Face model path for the pretrained-quality check (default MiniLM)")
+    w.add_argument("--no-model-quality", action="store_true", help="skip the pretrained-model quality check")
+    s = p.add_argument_group("sweep")
+    s.add_argument("--strategies", help=f"comma-separated subset of {','.join(BY_NAME)}")
+    s.add_argument("--block-sizes", help="comma-separated block sizes (default 32,64; --quick 16,32)")
+    s.add_argument("--min-len", type=int, help="first sequence length (default 256; --quick 64)")
+    s.add_argument("--max-len", type=int, help="longest sequence length (default 4096; --quick 128)")
+    s.add_argument("--repeats", type=int, help="timed calls per measurement (default 3)")
+    s.add_argument("--min-time", type=float, help="seconds of timed calls per measurement, at least (default 0.25)")
+    s.add_argument("--time-budget", type=float, help="seconds for the sweep (default 140; --quick 20)")
+    s.add_argument("--out", default="sparseformer-bench", help="output folder (default ./sparseformer-bench)")
+    p.set_defaults(func=run)
+
+
+def _pick(args: argparse.Namespace, name: str):
+    value = getattr(args, name, None)
+    return DEFAULTS[name][1 if args.quick else 0] if value is None else value
+
+
+def _positive(name: str, value, kind=int):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+        raise TypeError(f"{name} must be {'an int' if kind is int else 'a number'}, got {value!r}")
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def _nonnegative(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+    return float(value)
+
+
+def _int_list(name: str, text) -> tuple[int, ...]:
+    if isinstance(text, tuple):
+        return text
+    try:
+        return tuple(int(x) for x in str(text).split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated integers, got {text!r}") from None
+
+
+def _settings(args: argparse.Namespace) -> tuple[Workload, SweepPlan, Constraints]:
+    """Check the arguments and turn them into the workload, the sweep plan and the constraints."""
+    if args.backend not in BACKENDS:
+        raise ValueError(f"--backend must be one of {BACKENDS}, got {args.backend!r}")
+    if args.dtype not in DTYPES:
+        raise ValueError(f"--dtype must be one of {DTYPES}, got {args.dtype!r}")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as e:
+        raise ValueError(f"--device must be a torch device such as 'cpu' or 'cuda', got {args.device!r}") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device!r} asked for CUDA, which is not available here; use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be cpu or cuda, got {args.device!r}")
+    for name in ("threads", "batch", "seq_len"):
+        _positive(f"--{name.replace('_', '-')}", getattr(args, name, None))
+    for name in ("budget_ms", "budget_mb"):
+        _positive(f"--{name.replace('_', '-')}", getattr(args, name, None), float)
+    if args.min_quality is not None and not -1 <= args.min_quality <= 1:
+        raise ValueError(f"--min-quality must lie in [-1, 1] (a cosine), got {args.min_quality}")
+    names = list(BY_NAME) if not args.strategies else [x.strip() for x in args.strategies.split(",") if x.strip()]
+    unknown = [n for n in names if n not in BY_NAME]
+    if unknown or not names:
+        raise ValueError(f"--strategies must name some of {list(BY_NAME)}, got {args.strategies!r}")
+    block_sizes = _int_list("--block-sizes", _pick(args, "block_sizes"))
+    for bs in block_sizes:
+        if bs < 16 or bs > 512 or bs & (bs - 1):
+            raise ValueError(f"--block-sizes must be powers of two from 16 to 512, got {bs}")
+    if not block_sizes:
+        raise ValueError("--block-sizes must list at least one block size, got none")
+    work = Workload(
+        layers=_positive("--layers", _pick(args, "layers")),
+        heads=_positive("--heads", _pick(args, "heads")),
+        head_dim=_positive("--head-dim", _pick(args, "head_dim")),
+        batch=args.batch,
+        dtype=args.dtype,
+        device=str(device),
+        backend=args.backend,
+    )
+    min_len, max_len = _positive("--min-len", _pick(args, "min_len")), _positive("--max-len", _pick(args, "max_len"))
+    if max_len < min_len:
+        raise ValueError(f"--max-len must be >= --min-len ({min_len}), got {max_len}")
+    plan = SweepPlan(
+        min_len=min_len,
+        max_len=max_len,
+        block_sizes=block_sizes,
+        strategies=tuple(BY_NAME[n] for n in names),
+        repeats=_positive("--repeats", _pick(args, "repeats")),
+        min_time_s=_nonnegative("--min-time", _pick(args, "min_time")),
+        time_budget_s=_positive("--time-budget", _pick(args, "time_budget"), float),
+        budget_ms=args.budget_ms,
+        budget_mb=args.budget_mb,
+        seq_len=args.seq_len,
+    )
+    return work, plan, Constraints(args.budget_ms, args.budget_mb, args.min_quality)
+
+
+def _progress_bar(total: int):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        print("(install tqdm for a progress bar: pip install sparseformer[progress])", file=sys.stderr)
+        return None
+    return tqdm(total=total, desc="bench", unit="run", file=sys.stderr)
+
+
+def _write_outputs(results: dict, out_dir: str, plan: SweepPlan) -> list[str]:
+    """The plots, results.json (validated first) and report.md; returns the paths written."""
+    from .plots import write_plots
+
+    plots: list[str] = []
+    if results["measurements"]:
+        layouts = {(s.name, bs): s.build(bs) for s in plan.strategies for bs in plan.block_sizes}
+        try:
+            plots = write_plots(results, out_dir, ranked_length(results), layouts)
+        except ImportError as e:
+            results["notes"].append(f"plots skipped: {e}")
+    validate(results)
+    write_text(os.path.join(out_dir, "results.json"), json.dumps(results, indent=1) + "\n")
+    write_text(os.path.join(out_dir, "report.md"), markdown_report(results, plots))
+    return [os.path.join(out_dir, f) for f in ("results.json", "report.md", *plots)]
+
+
+def _recommend(results: dict, args: argparse.Namespace, seq_len: int | None, constraints: Constraints) -> dict:
+    mq = results.get("model_quality")
+    if args.quality == "model" and not (mq and mq["available"]):
+        results["notes"].append("--quality model: no pretrained-model quality was measured; used the encoder cosine")
+    use = mq if args.quality in ("auto", "model") else None
+    return recommend(results["measurements"], seq_len, constraints, use)
+
+
+def _print_recommendation(rec: dict) -> None:
+    print(("Recommended: " if rec["found"] else "No recommendation: ") + rec["message"])
+    if rec["found"] and rec["strategy"] == DENSE:
+        print(f"    keep dense attention: {rec['code']}")
+    elif rec["found"]:
+        print(f"    from sparseformer import patterns as P; pattern = {rec['code']}")
+
+
+def _from_results(args: argparse.Namespace, constraints: Constraints) -> int:
+    """Recommend from a saved results.json (validated), measuring nothing and writing nothing."""
+    try:
+        with open(args.from_results, encoding="utf-8") as f:
+            results = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"--from-results must name a readable results.json, got {args.from_results!r} ({e})") from e
+    validate(results)
+    results["recommendation"] = _recommend(results, args, args.seq_len, constraints)
+    print_ranked(results)
+    _print_recommendation(results["recommendation"])
+    return 0
+
+
+def _argv(args: argparse.Namespace) -> list[str]:
+    """The options as typed (set by :func:`main`, else read from ``sys.argv`` after ``bench``)."""
+    if getattr(args, "argv", None) is not None:
+        return list(args.argv)
+    return sys.argv[sys.argv.index("bench") + 1 :] if "bench" in sys.argv else []
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark described by ``args`` (see :func:`add_parser`)."""
+    work, plan, constraints = _settings(args)
+    if args.from_results:
+        return _from_results(args, constraints)
+    threads_before = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return _run(args, work, plan, constraints)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run(args: argparse.Namespace, work: Workload, plan: SweepPlan, constraints: Constraints) -> int:
+    from .info import machine_info, versions
+
+    os.makedirs(args.out, exist_ok=True)
+    started = time.perf_counter()
+    results: dict = {
+        "schema_version": SCHEMA_VERSION,
+        "complete": False,
+        "interrupted": False,
+        "started_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "elapsed_s": 0.0,
+        "command": ["sparseformer", "bench", *_argv(args)],
+        "machine": machine_info(work.device),
+        "versions": versions(work.backend, work.device, work.torch_dtype),
+        "workload": work.to_dict(),
+        "settings": {
+            "quick": bool(args.quick),
+            "block_sizes": list(plan.block_sizes),
+            "strategies": [s.name for s in plan.strategies],
+            "min_len": plan.min_len,
+            "max_len": plan.max_len,
+            "repeats": plan.repeats,
+            "min_time_s": plan.min_time_s,
+            "warmup": plan.warmup,
+            "time_budget_s": plan.time_budget_s,
+            "constraints": constraints.given(),
+            "seq_len": plan.seq_len,
+            "memory_method": memory_method(torch.device(work.device)),
+        },
+        "measurements": [],
+        "stopped_because": "not started",
+        "model_quality": None,
+        "recommendation": None,
+        "notes": [],
+    }
+    do_model = not (args.no_model_quality or (args.quick and args.model is None))
+    n_model = len(plan.strategies) * len(plan.block_sizes) if do_model else 0
+    bar = _progress_bar(plan.cells_per_length * len(plan.lengths()) + n_model)
+
+    def progress(label: str) -> None:
+        if bar is not None:
+            bar.set_postfix_str(label, refresh=False)
+            bar.update(1)
+
+    try:
+        run_sweep(work, plan, results, progress)
+        if bar is not None:  # the sweep may stop before its longest length
+            bar.total = bar.n + n_model
+            bar.refresh()
+        if do_model:
+            results["model_quality"] = model_quality(
+                plan.strategies, plan.block_sizes, model_path=args.model, backend=work.backend, progress=progress
+            )
+            if args.model and not results["model_quality"]["available"]:
+                results["notes"].append(f"--model {args.model} was not used: {results['model_quality']['reason']}")
+        results["complete"] = True
+    except KeyboardInterrupt:
+        results["interrupted"] = True
+        results["stopped_because"] = "interrupted (Ctrl-C)"
+    finally:
+        if bar is not None:
+            bar.close()
+    results["elapsed_s"] = time.perf_counter() - started
+    results["recommendation"] = _recommend(results, args, plan.seq_len, constraints)
+    files = _write_outputs(results, args.out, plan)
+    print_ranked(results)
+    _print_recommendation(results["recommendation"])
+    if results["interrupted"]:
+        print(f"interrupted: kept the {len(results['measurements'])} measurements made so far", file=sys.stderr)
+    print("wrote " + ", ".join(files))
+    return 130 if results["interrupted"] else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``sparseformer bench`` on its own (until the lead wires it into ``sparseformer.cli``)."""
+    parser = argparse.ArgumentParser(prog="sparseformer")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] != "bench":
+        argv = ["bench", *argv]
+    args = parser.parse_args(argv)
+    args.argv = argv[1:]
+    try:
+        return args.func(args)
+    except (ValueError, TypeError) as e:
+        print(f"sparseformer bench: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
