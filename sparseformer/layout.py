@@ -29,6 +29,7 @@ from .patterns.causal import Causal
 from .patterns.compose import Intersection
 
 _REFINE_CHUNK = 1 << 22  # elements of element masks evaluated at once
+_BUCKET_SCORES = 1 << 24  # scores per batch element computed at once by row-bucket backends
 
 
 @dataclass(frozen=True, eq=False)
@@ -202,7 +203,8 @@ class Bucket:
 class RowBuckets:
     """Rows ``h * nq + qb`` of all heads, grouped so that a row with ``c`` visited tiles sits in
     the bucket of ``c`` in ``(2^(m-1), 2^m]``: padding at most doubles the work, and a few long
-    rows (global tokens) never pad the many short ones. ``inverse`` puts the rows of the
+    rows (global tokens) never pad the many short ones. A bucket holds at most 2^24 scores per
+    batch element (more rows make more buckets), which bounds a backend's peak memory. ``inverse`` puts the rows of the
     concatenated buckets back in order. ``tile_table bool [P + 2, bs, bs]``: row 0 all True
     (full tiles), row 1 all False (padding entries), then the layout's ``masks``."""
 
@@ -231,19 +233,22 @@ def _row_buckets(layout: BlockLayout) -> RowBuckets:
     level = torch.ceil(torch.log2(c.clamp(min=1).double())).long()  # c in (2^(m-1), 2^m]
     buckets, order = [], []
     for m in level.unique().tolist():
-        sel = rows[level == m]
-        r = max(int(c[sel].max()), 1)
-        slot = torch.arange(r)
-        valid = slot[None, :] < c[sel][:, None]  # [n, R]
-        entry = (starts[lrow[sel]][:, None] + slot[None, :]).clamp(max=max(layout.nnz - 1, 0))
-        if layout.nnz:
-            tiles = torch.where(valid, layout.col_idx[entry], 0)
-            tid = torch.where(valid, ids[entry], 1)
-        else:
-            tiles, tid = torch.zeros_like(entry), torch.ones_like(entry)
-        lw = None if layout.log_weight is None else torch.where(valid, layout.log_weight[entry], 0.0)
-        buckets.append(Bucket(sel, tiles, tid, lw))
-        order.append(sel)
+        group = rows[level == m]
+        r = max(int(c[group].max()), 1)
+        # Rows per bucket: at most _BUCKET_SCORES scores per batch element, to bound peak memory.
+        step = max(1, _BUCKET_SCORES // (r * bs * bs))
+        for sel in group.split(step):
+            slot = torch.arange(r)
+            valid = slot[None, :] < c[sel][:, None]  # [n, R]
+            entry = (starts[lrow[sel]][:, None] + slot[None, :]).clamp(max=max(layout.nnz - 1, 0))
+            if layout.nnz:
+                tiles = torch.where(valid, layout.col_idx[entry], 0)
+                tid = torch.where(valid, ids[entry], 1)
+            else:
+                tiles, tid = torch.zeros_like(entry), torch.ones_like(entry)
+            lw = None if layout.log_weight is None else torch.where(valid, layout.log_weight[entry], 0.0)
+            buckets.append(Bucket(sel, tiles, tid, lw))
+            order.append(sel)
     inverse = torch.empty(h * nq, dtype=torch.int64)
     inverse[torch.cat(order)] = torch.arange(h * nq)
     table = torch.cat([torch.ones(1, bs, bs, dtype=torch.bool), torch.zeros(1, bs, bs, dtype=torch.bool), layout.masks])
