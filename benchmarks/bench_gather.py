@@ -3,28 +3,21 @@
     .venv/bin/python benchmarks/bench_gather.py [--lengths 1024 2048 4096 8192 16384] [--repeats 5]
 
 B=1, H=8, D=64, fp32, block 64, this machine's threads. Per length and pattern: median and
-spread (max - min) of ``--repeats`` timed calls after one warm-up, and the peak resident memory
-a call adds (VmHWM after resetting it, minus RSS before). glibc is told to serve every large
-allocation from mmap (MALLOC_MMAP_THRESHOLD_), so memory freed by an earlier call is returned to
-the system and cannot hide a later call's peak.
+spread (max - min) of ``--repeats`` timed calls after one warm-up call, and the peak resident
+memory the warm-up call adds (see ``sparseformer.bench.measure``: VmHWM after ``malloc_trim``
+and a reset, minus RSS before).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
-if os.environ.get("MALLOC_MMAP_THRESHOLD_") != "65536":
-    os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"
-    os.execv(sys.executable, [sys.executable, *sys.argv])
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-import sparseformer as sf  # noqa: E402
-from sparseformer import patterns as P  # noqa: E402
-from sparseformer.bench.measure import time_calls  # noqa: E402
+import sparseformer as sf
+from sparseformer import patterns as P
+from sparseformer.bench.measure import peak_memory, time_calls
 
 PATTERNS = {
     "block-local": P.BlockLocal(),
@@ -48,14 +41,18 @@ def main() -> None:
     for length in args.lengths:
         q, k, v = (torch.randn(1, h, length, d) for _ in range(3))
         with torch.inference_mode():
-            dense = time_calls(lambda: F.scaled_dot_product_attention(q, k, v), args.repeats, 1, cpu)
-            print(f"| {length} | dense SDPA | 1 | {dense.median_ms:.1f} | {dense.spread_ms:.1f} | 1.0 | {dense.peak_mib:.0f} |")
+            sdpa = lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v)  # noqa: E731
+            mem = peak_memory(sdpa, cpu)[1]
+            dense = time_calls(sdpa, args.repeats, 0, cpu)
+            print(f"| {length} | dense SDPA | 1 | {dense.median_ms:.1f} | {dense.spread_ms:.1f} | 1.0 | {mem:.0f} |")
             for name, pattern in PATTERNS.items():
                 layout = pattern.compile(q_len=length, num_heads=h, block_size=bs)
-                t = time_calls(lambda lo=layout: sf.sparse_attention(q, k, v, lo, backend="gather"), args.repeats, 1, cpu)
+                fn = lambda lo=layout, q=q, k=k, v=v: sf.sparse_attention(q, k, v, lo, backend="gather")  # noqa: E731
+                mem = peak_memory(fn, cpu)[1]
+                t = time_calls(fn, args.repeats, 0, cpu)
                 print(
                     f"| {length} | gather, {name} | {layout.block_density:.3f} | {t.median_ms:.1f} | {t.spread_ms:.1f} "
-                    f"| {dense.median_ms / t.median_ms:.1f} | {t.peak_mib:.0f} |",
+                    f"| {dense.median_ms / t.median_ms:.2f} | {mem:.0f} |",
                     flush=True,
                 )
 

@@ -38,8 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_patterns)
 
     from .bench.command import add_parser as add_bench
+    from .edge_commands import add_parser_export, add_parser_generate
+    from .hf.commands import add_parser_distill, add_parser_quality
 
-    add_bench(sub)
+    for add in (add_bench, add_parser_quality, add_parser_distill, add_parser_export, add_parser_generate):
+        add(sub)
     return parser
 
 

@@ -1,0 +1,167 @@
+"""The ``sparseformer export`` and ``sparseformer generate`` subcommands (wired into cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+MiB = 1 << 20
+
+
+def _encoder(args):
+    from torch import nn
+
+    import sparseformer as sf
+    from sparseformer import patterns as P
+
+    pattern = P.SlidingWindow(args.window_blocks, unit="block") | P.Global(blocks=args.global_blocks)
+    layer = sf.nn.SparseTransformerEncoderLayer(
+        args.d_model, args.heads, args.ffn, dropout=0.0, activation="gelu", batch_first=True,
+        pattern=pattern, block_size=args.block_size,
+    )  # fmt: skip
+    return nn.TransformerEncoder(layer, args.layers, enable_nested_tensor=False).eval()
+
+
+def _causal_lm(args):
+    import sparseformer as sf
+    from sparseformer import patterns as P
+
+    pattern = P.SlidingWindow(args.window, right=0) | P.Global(tokens=args.sinks)
+    cfg = sf.nn.CausalLMConfig(
+        d_model=args.d_model, n_layers=args.layers, n_heads=args.heads, block_size=args.block_size, pattern=pattern
+    )
+    return sf.nn.SparseCausalLM(cfg).eval()
+
+
+def _load(model, checkpoint: str | None) -> None:
+    if checkpoint is None:
+        return
+    try:
+        from safetensors.torch import load_file
+    except ImportError as e:
+        raise ImportError(f"safetensors is needed to load --checkpoint (pip install 'sparseformer[hf]'): {e}") from e
+    model.load_state_dict(load_file(checkpoint), strict=False)
+
+
+def add_parser_export(subparsers) -> None:
+    p = subparsers.add_parser(
+        "export",
+        help="export a sparse encoder or the causal LM to ONNX / ExecuTorch, fp32 or int8, one file per length",
+        description="Each file is valid for the sequence length it was exported at (the block layout is baked in).",
+    )
+    p.add_argument("--model", choices=("encoder", "lm"), default="encoder")
+    p.add_argument("--format", choices=("onnx", "executorch"), default="onnx")
+    p.add_argument("--int8", action="store_true", help="dynamic int8 quantization of the linear layers")
+    p.add_argument("--lengths", type=int, nargs="+", default=[1024], help="sequence lengths (one file each)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--out", default=".", help="output folder")
+    p.add_argument("--checkpoint", help="safetensors state dict to load (default: random weights)")
+    p.add_argument("--layers", type=int, default=6)
+    p.add_argument("--heads", type=int, default=12)
+    p.add_argument("--d-model", type=int, default=384)
+    p.add_argument("--ffn", type=int, default=1536, help="encoder feed-forward width")
+    p.add_argument("--block-size", type=int, default=64)
+    p.add_argument("--window-blocks", type=int, default=1, help="encoder: SlidingWindow(n, unit='block')")
+    p.add_argument("--global-blocks", type=int, default=1, help="encoder: Global(blocks=n)")
+    p.add_argument("--window", type=int, default=256, help="lm: SlidingWindow(W, right=0)")
+    p.add_argument("--sinks", type=int, default=4, help="lm: Global(tokens=S)")
+    p.set_defaults(func=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from sparseformer import export
+    from sparseformer.export import quantize
+
+    out = Path(args.out)
+    if not out.is_dir():
+        print(f"error: --out {str(out)!r} is not a folder", file=sys.stderr)
+        return 2
+    model = _encoder(args) if args.model == "encoder" else _causal_lm(args)
+    _load(model, args.checkpoint)
+    ext = "onnx" if args.format == "onnx" else "pte"
+    for length in args.lengths:
+        if args.model == "encoder":
+            inputs = (torch.randn(args.batch, length, args.d_model),)
+        else:
+            inputs = (torch.randint(0, model.cfg.vocab_size, (args.batch, length)),)
+        path = out / f"{args.model}_L{length}{'_int8' if args.int8 else ''}.{ext}"
+        t0 = time.perf_counter()
+        if args.format == "onnx":
+            if args.int8:
+                fp32 = export.to_onnx(model, inputs, out / f"{args.model}_L{length}.onnx")
+                quantize.quantize_onnx(fp32, path)
+            else:
+                export.to_onnx(model, inputs, path)
+        elif args.int8:
+            quantize.to_executorch_int8(model, inputs, path)
+        else:
+            export.to_executorch(model, inputs, path)
+        print(f"{path}  {path.stat().st_size / MiB:.2f} MiB  L={length}  {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def add_parser_generate(subparsers) -> None:
+    p = subparsers.add_parser(
+        "generate",
+        help="stream tokens from the small causal LM with a fixed-size sink + window KV cache",
+        description="Prints tokens/s and resident memory (RSS) as it goes, on stderr.",
+    )
+    p.add_argument("--tokens", type=int, default=1024, help="tokens to generate")
+    p.add_argument("--prompt", default="def ", help="prompt text (bytes are tokens)")
+    p.add_argument("--checkpoint", help="safetensors state dict of the LM (default: random weights)")
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--d-model", type=int, default=128)
+    p.add_argument("--block-size", type=int, default=64)
+    p.add_argument("--window", type=int, default=256, help="SlidingWindow(W, right=0)")
+    p.add_argument("--sinks", type=int, default=4, help="Global(tokens=S): attention sinks")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (decode ops are small: 1 is fastest)")
+    p.add_argument("--report-every", type=int, default=1024)
+    p.add_argument("--show-text", action="store_true", help="write the generated bytes to stdout")
+    p.set_defaults(func=run_generate)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from sparseformer.generate import new_cache, rss_bytes, stream
+
+    for name in ("tokens", "report_every"):
+        if getattr(args, name) < 1:
+            print(f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}", file=sys.stderr)
+            return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    model = _causal_lm(args)
+    _load(model, args.checkpoint)
+    prompt = torch.tensor([list(args.prompt.encode("utf-8")) or [10]])
+    cache = new_cache(model)
+    gen = torch.Generator().manual_seed(args.seed)
+    print(
+        f"cache: {cache.slots} slots x {args.layers} layers = {cache.nbytes / MiB:.2f} MiB; rss {rss_bytes() / MiB:.1f} MiB",
+        file=sys.stderr,
+    )
+    t0 = t_last = time.perf_counter()
+    n_last = 0
+    for n, token in enumerate(
+        stream(model, prompt, args.tokens, temperature=args.temperature, generator=gen, cache=cache), 1
+    ):
+        if args.show_text:
+            sys.stdout.buffer.write(bytes([int(token[0])]))
+            sys.stdout.flush()
+        if n % args.report_every == 0 or n == args.tokens:
+            now = time.perf_counter()
+            print(
+                f"tokens {n:>7}  tok/s {(n - n_last) / (now - t_last):8.1f}  (avg {n / (now - t0):8.1f})  "
+                f"rss {rss_bytes() / MiB:8.1f} MiB",
+                file=sys.stderr,
+            )
+            t_last, n_last = now, n
+    return 0

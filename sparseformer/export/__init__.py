@@ -1,0 +1,26 @@
+"""Export sparse models for edge runtimes: ONNX Runtime and ExecuTorch, fp32 and int8.
+
+The sparse attention is exported through the portable ``gather`` backend. Each export is valid
+for the sequence length it was traced with (the block layout is a constant of the graph); the
+runners refuse other lengths with a ValueError. The runtimes (onnx, onnxscript, onnxruntime,
+executorch, torchao: the ``edge`` extra) are imported only when used.
+"""
+
+from .executorch import ExecuTorchRunner, to_executorch
+from .onnx import OnnxRunner, read_metadata, to_onnx
+from .ort_sparse import OrtSparseAttention, ort_block_csr
+from .quantize import cosine, quantize_eager, quantize_onnx, to_executorch_int8
+
+__all__ = [
+    "ExecuTorchRunner",
+    "OnnxRunner",
+    "OrtSparseAttention",
+    "cosine",
+    "ort_block_csr",
+    "quantize_eager",
+    "quantize_onnx",
+    "read_metadata",
+    "to_executorch",
+    "to_executorch_int8",
+    "to_onnx",
+]

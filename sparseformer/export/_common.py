@@ -1,0 +1,121 @@
+"""What every exporter shares: the portable backend switch, the per-length contract, atomic writes."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+
+#: Why an export is valid for one sequence length only (stored in every exported file).
+LENGTH_REASON = (
+    "the block layout is compiled for one sequence length and baked into the graph as constant tile "
+    "indices and masks; export again with an input of the length you need"
+)
+
+
+def missing_extra(package: str, err: ImportError) -> ImportError:
+    """The ImportError raised when an optional runtime is missing: names the extra to install."""
+    return ImportError(f"{package} is needed for this (pip install 'sparseformer[edge]'): {err}")
+
+
+def check_inputs(example_inputs: object) -> tuple[torch.Tensor, ...]:
+    """``example_inputs`` as a tuple of tensors (a lone tensor is wrapped)."""
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    if not isinstance(example_inputs, (tuple, list)) or not example_inputs:
+        raise TypeError(
+            f"example_inputs must be a tensor or a non-empty tuple of tensors, got {type(example_inputs).__name__}"
+        )
+    for i, t in enumerate(example_inputs):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"example_inputs[{i}] must be a torch.Tensor, got {type(t).__name__}")
+    return tuple(example_inputs)
+
+
+def check_model(model: object) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return model
+
+
+def seq_dim_of(model: nn.Module) -> int:
+    """The sequence dimension of the model's first input: 1 for the causal LM (``idx [B, L]``)
+    and for ``batch_first`` attention modules, 0 for sequence-first ones (``[L, B, E]``)."""
+    from ..nn import SparseCausalLM
+
+    if isinstance(model, SparseCausalLM):
+        return 1
+    for m in model.modules():
+        if hasattr(m, "batch_first"):
+            return 1 if m.batch_first else 0
+    return 1
+
+
+@contextlib.contextmanager
+def portable_backend(model: nn.Module) -> Iterator[nn.Module]:
+    """Run ``model``'s sparse attention on the exportable ``gather`` backend for the duration.
+
+    Sets ``backend = "gather"`` on modules that carry one (``SparseMultiheadAttention``) and on
+    the config of modules that carry it there (the causal LM's attention), then restores them.
+    """
+    saved: list[tuple[nn.Module, str, object]] = []
+    try:
+        for m in model.modules():
+            if isinstance(getattr(m, "backend", None), str):
+                saved.append((m, "backend", m.backend))
+                m.backend = "gather"
+            cfg = getattr(m, "cfg", None)
+            if dataclasses.is_dataclass(cfg) and isinstance(getattr(cfg, "backend", None), str):
+                saved.append((m, "cfg", cfg))
+                m.cfg = dataclasses.replace(cfg, backend="gather")
+        yield model
+    finally:
+        for m, name, value in reversed(saved):
+            setattr(m, name, value)
+
+
+def check_path(path: object) -> Path:
+    """``path`` as a Path whose folder exists (checked before any slow export work)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise ValueError(f"path's folder {str(path.parent)!r} does not exist")
+    return path
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary name beside ``path``, then rename it to ``path``.
+
+    If ``write`` raises, the temporary file is removed and ``path`` is untouched: an interrupted
+    export leaves no file.
+    """
+    path = check_path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def check_shapes(expected: list[list[int]], inputs: tuple, seq_dim: int) -> None:
+    """Refuse inputs of another shape than the export was traced with, naming the length."""
+    if len(inputs) != len(expected):
+        raise ValueError(f"this export takes {len(expected)} input(s), got {len(inputs)}")
+    for i, (want, t) in enumerate(zip(expected, inputs)):
+        got = list(t.shape)
+        if got == want:
+            continue
+        if i == 0 and len(got) == len(want) and got[seq_dim] != want[seq_dim]:
+            raise ValueError(
+                f"this export supports sequence length {want[seq_dim]} only, got {got[seq_dim]} "
+                f"(input 0, dim {seq_dim}): {LENGTH_REASON}"
+            )
+        raise ValueError(f"input {i} must have shape {want} (the traced shape), got {got}")

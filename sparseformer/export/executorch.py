@@ -1,0 +1,105 @@
+"""Export to ExecuTorch (``torch.export`` -> edge dialect -> XNNPACK delegate -> ``.pte``) and
+run with ``executorch.runtime``.
+
+Like the ONNX export, a ``.pte`` is valid for the traced input shapes only; they are stored in
+the program (constant methods ``sparseformer_seq_len`` and ``sparseformer_seq_dim``, plus the
+method's own input metadata), and :class:`ExecuTorchRunner` refuses any other length.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ._common import (
+    atomic_write,
+    check_inputs,
+    check_model,
+    check_path,
+    check_shapes,
+    missing_extra,
+    portable_backend,
+    seq_dim_of,
+)
+
+
+def _lower(exported: torch.export.ExportedProgram, constants: dict[str, int]) -> bytes:
+    try:
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+    except ImportError as e:
+        raise missing_extra("executorch", e) from e
+    edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()], constant_methods=constants)
+    return edge.to_executorch().buffer
+
+
+def export_program(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.export.ExportedProgram:
+    """``torch.export`` of ``model`` in eval mode with sparse attention on ``gather``."""
+    training = model.training
+    model.eval()
+    try:
+        with portable_backend(model), torch.no_grad():
+            model(*inputs)  # compiles and caches the layouts, so the trace sees them as constants
+            return torch.export.export(model, inputs)
+    finally:
+        model.train(training)
+
+
+def to_executorch(
+    model: nn.Module,
+    example_inputs: torch.Tensor | tuple[torch.Tensor, ...],
+    path: str | os.PathLike,
+    *,
+    seq_dim: int | None = None,
+    exported: torch.export.ExportedProgram | None = None,
+) -> Path:
+    """Export ``model`` to an ExecuTorch ``.pte`` at ``path`` (temporary name, then renamed).
+
+    Arguments as :func:`sparseformer.export.to_onnx`; ``exported`` lets a caller pass an already
+    exported (e.g. quantized) program of ``model`` for these inputs. Returns the path.
+    """
+    model = check_model(model)
+    inputs = check_inputs(example_inputs)
+    check_path(path)
+    seq_dim = seq_dim_of(model) if seq_dim is None else seq_dim
+    if not 0 <= seq_dim < inputs[0].dim():
+        raise ValueError(f"seq_dim must index a dim of the first input (shape {tuple(inputs[0].shape)}), got {seq_dim}")
+    if exported is None:
+        exported = export_program(model, inputs)
+    constants = {"sparseformer_seq_len": int(inputs[0].shape[seq_dim]), "sparseformer_seq_dim": seq_dim}
+    buffer = _lower(exported, constants)
+    return atomic_write(path, lambda tmp: tmp.write_bytes(buffer))
+
+
+class ExecuTorchRunner:
+    """Runs a ``.pte`` with ``executorch.runtime``; ``runner(*inputs)`` takes torch tensors of
+    the traced shapes and returns a tensor (a tuple for several outputs). Another sequence
+    length raises ValueError."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        try:
+            from executorch.runtime import Runtime
+        except ImportError as e:
+            raise missing_extra("executorch", e) from e
+        if not Path(path).is_file():
+            raise ValueError(f"path {str(path)!r} is not a file")
+        program = Runtime.get().load_program(Path(path))
+        self.method = program.load_method("forward")
+        names = program.method_names
+        self.seq_len = self._constant(program, "sparseformer_seq_len") if "sparseformer_seq_len" in names else None
+        self.seq_dim = self._constant(program, "sparseformer_seq_dim") if "sparseformer_seq_dim" in names else 1
+        meta = self.method.metadata
+        self.input_shapes = [list(meta.input_tensor_meta(i).sizes()) for i in range(meta.num_inputs())]
+
+    @staticmethod
+    def _constant(program, name: str) -> int:
+        return int(program.load_method(name).execute([])[0])
+
+    def __call__(self, *inputs: torch.Tensor):
+        inputs = check_inputs(inputs)
+        check_shapes(self.input_shapes, inputs, self.seq_dim)
+        outs = tuple(self.method.execute([t.contiguous() for t in inputs]))
+        return outs[0] if len(outs) == 1 else outs

@@ -1,0 +1,33 @@
+"""Sparse attention inside Hugging Face transformers models (needs ``pip install sparseformer[hf]``).
+
+>>> import sparseformer.hf as sfh
+>>> model = sfh.sparsify(AutoModel.from_pretrained(path), P.SlidingWindow(1, unit="block") | P.Global(tokens=1))
+
+or, for a model not yet loaded::
+
+    sfh.register()
+    config = AutoConfig.from_pretrained(path)
+    config.sparseformer = sfh.config_entry(pattern, block_size=64)
+    model = AutoModel.from_pretrained(path, config=config, attn_implementation="sparseformer")
+
+``extend_positions(model, n)`` grows learned position embeddings; ``load_distilled(path)`` loads
+what ``sparseformer distill`` wrote. Importing this package does not import transformers.
+"""
+
+from .attention import config_entry, padding_from_mask, register, sparseformer_attention
+from .distill import load_distilled
+from .model import sparsify
+from .positions import extend_positions
+from .spec import from_spec, to_spec
+
+__all__ = [
+    "config_entry",
+    "extend_positions",
+    "from_spec",
+    "load_distilled",
+    "padding_from_mask",
+    "register",
+    "sparseformer_attention",
+    "sparsify",
+    "to_spec",
+]

@@ -1,0 +1,27 @@
+"""Optional dependencies of :mod:`sparseformer.hf`, imported only when used."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+EXTRA_HINT = "pip install sparseformer[hf]"
+
+
+def require(module: str) -> ModuleType:
+    """Import ``module`` or raise an ImportError that names the extra to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ImportError(
+            f"sparseformer.hf needs the package {module.split('.')[0]!r} ({e}); install it with: {EXTRA_HINT}"
+        ) from e
+
+
+def progress(iterable=None, **kwargs):
+    """A tqdm progress bar (the ``tqdm`` package ships with the ``progress`` and ``dev`` extras)."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError as e:
+        raise ImportError(f"progress bars need tqdm ({e}); install it with: pip install sparseformer[progress]") from e
+    return tqdm(iterable, **kwargs)

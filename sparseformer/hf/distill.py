@@ -1,0 +1,213 @@
+"""Distillation: fine-tune a sparse model until its embeddings match the dense model's.
+
+The student is the base model with sparse attention (:func:`~sparseformer.hf.sparsify`), the
+teacher the same base model, dense and frozen. Loss per batch of training passages
+(:mod:`~sparseformer.hf.data`, train topics only):
+
+* ``loss="cos"``: ``mean(1 - cos(s, t))`` of the mean-pooled embeddings; ``loss="mse"``:
+  ``mean((s - t)**2)``;
+* plus ``hidden_weight * mean over tokens of (1 - cos(h_s, h_t))`` on the last hidden states.
+
+Both models run in eval mode (no dropout), so the student learns what the teacher computes at
+inference. AdamW, linear warm-up over ``warmup`` steps then cosine decay to 0 at ``steps``.
+A run stops after ``steps`` steps or ``max_minutes`` of training, whichever comes first.
+
+The output directory holds ``config.json`` (with ``config.sparseformer``), ``model.safetensors``,
+the tokenizer, ``optimizer.safetensors`` and ``state.json`` (settings, step, seconds trained,
+held-out figures); each file is written atomically, ``state.json`` last, so a crash leaves the
+previous checkpoint usable and ``resume=True`` continues it on the same passage order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import checkpoint as ck
+from . import data
+from ._deps import progress, require
+from .quality import agreement, embed, pool, preset
+from .spec import to_spec
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    base: str  # path of the dense model (a transformers directory)
+    pattern: str = "sliding-global"  # a preset of sparseformer.hf.quality.PRESETS
+    block_size: int = 32
+    length: int = 512  # tokens per training passage
+    steps: int = 40
+    batch_size: int = 4
+    lr: float = 5e-5
+    warmup: int = 3
+    loss: str = "cos"  # "cos" | "mse"
+    hidden_weight: float = 1.0
+    max_minutes: float = 10.0
+    seed: int = 0
+    sources: tuple[str, ...] = data.SOURCES
+
+    def __post_init__(self) -> None:
+        preset(self.pattern)
+        if self.loss not in ("cos", "mse"):
+            raise ValueError(f"loss must be 'cos' or 'mse', got {self.loss!r}")
+        for name in ("block_size", "length", "steps", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+        for name in ("lr", "max_minutes"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.hidden_weight < 0 or self.warmup < 0:
+            raise ValueError(f"hidden_weight and warmup must be >= 0, got {self.hidden_weight}, {self.warmup}")
+        object.__setattr__(self, "sources", tuple(self.sources))
+        object.__setattr__(self, "base", str(self.base))
+
+
+def lr_at(cfg: DistillConfig, step: int) -> float:
+    """Learning rate of step ``step`` (0-based): linear warm-up, then cosine to 0 at ``cfg.steps``."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def _batch_indices(cfg: DistillConfig, n: int, step: int) -> list[int]:
+    """Passages of step ``step``: epoch ``e`` visits a permutation seeded by ``seed + e``."""
+    out = []
+    for k in range(step * cfg.batch_size, (step + 1) * cfg.batch_size):
+        epoch, pos = divmod(k, n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + epoch))
+        out.append(int(perm[pos]))
+    return out
+
+
+def _models(cfg: DistillConfig, out: Path, resume: bool):
+    transformers = require("transformers")
+    from .model import sparsify
+
+    teacher = transformers.AutoModel.from_pretrained(cfg.base).eval().requires_grad_(False)
+    src = out if resume else cfg.base
+    student = transformers.AutoModel.from_pretrained(src)
+    sparsify(student, preset(cfg.pattern), block_size=cfg.block_size, backend="gather")
+    return teacher, student.eval()
+
+
+def distill(cfg: DistillConfig, out: str | os.PathLike, *, resume: bool = False, eval_passages: int = 100) -> dict:
+    """Train (or with ``resume``, continue training) into ``out``; returns the final ``state.json``
+    dict, whose ``"heldout"`` holds :func:`~sparseformer.hf.quality.agreement` of the student
+    against the teacher on ``eval_passages`` held-out passages (0: skip)."""
+    transformers = require("transformers")
+    out = Path(out)
+    state = {"step": 0, "seconds": 0.0, "config": dataclasses.asdict(cfg)}
+    if resume:
+        if not (out / "state.json").exists():
+            raise ValueError(f"resume=True needs a checkpoint in {out}, found no state.json")
+        state = json.loads((out / "state.json").read_text())
+        saved = DistillConfig(**{**state["config"], "sources": tuple(state["config"]["sources"])})
+        if dataclasses.replace(saved, steps=cfg.steps, max_minutes=cfg.max_minutes) != cfg:
+            raise ValueError(
+                f"resume: the settings differ from the checkpoint's ({state['config']}); only steps and max_minutes may change"
+            )
+        state["config"] = dataclasses.asdict(cfg)
+    elif (out / "state.json").exists():
+        raise ValueError(f"{out} already holds a checkpoint; pass resume=True (--resume) or choose another directory")
+    torch.manual_seed(cfg.seed)
+    tok = transformers.AutoTokenizer.from_pretrained(cfg.base)
+    teacher, student = _models(cfg, out, resume)
+    train = torch.stack([ids for _, ids in data.passages(tok, cfg.length, "train", sources=cfg.sources)])  # [N, L]
+    opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
+    if resume:
+        ck.load_optimizer(opt, ck.read_tensors(out / "optimizer.safetensors"), state["optimizer_groups"])
+    targets: dict[int, torch.Tensor] = {}
+    start, t0 = state["step"], time.monotonic() - state["seconds"]
+    bar = progress(range(start, cfg.steps), desc="distill", initial=start, total=cfg.steps)
+    for step in bar:
+        idx = _batch_indices(cfg, train.shape[0], step)
+        ids = train[idx]  # [B, L]
+        with torch.no_grad():
+            t_hidden = teacher(input_ids=ids).last_hidden_state if cfg.hidden_weight > 0 else None  # [B, L, D]
+            missing = [i for i in dict.fromkeys(idx) if i not in targets]
+            if missing and t_hidden is not None:
+                targets.update(zip(missing, pool(t_hidden[[idx.index(i) for i in missing]])))
+            elif missing:
+                targets.update(zip(missing, pool(teacher(input_ids=train[missing]).last_hidden_state)))
+        t_pool = torch.stack([targets[i] for i in idx])  # [B, D]
+        s_hidden = student(input_ids=ids).last_hidden_state  # [B, L, D]
+        s_pool = pool(s_hidden)
+        pooled_cos = F.cosine_similarity(s_pool, t_pool, dim=-1)  # [B]
+        loss = (1 - pooled_cos).mean() if cfg.loss == "cos" else F.mse_loss(s_pool, t_pool)
+        if t_hidden is not None:
+            loss = loss + cfg.hidden_weight * (1 - F.cosine_similarity(s_hidden, t_hidden, dim=-1)).mean()
+        for g in opt.param_groups:
+            g["lr"] = lr_at(cfg, step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        state["step"], state["seconds"] = step + 1, time.monotonic() - t0
+        bar.set_postfix(
+            loss=f"{loss.item():.4f}", cos=f"{pooled_cos.mean().item():.4f}", min=f"{state['seconds'] / 60:.1f}"
+        )
+        if state["seconds"] >= cfg.max_minutes * 60:
+            break
+    bar.close()
+    state["finished"] = state["step"] >= cfg.steps or state["seconds"] >= cfg.max_minutes * 60
+    if eval_passages:
+        held = torch.stack(
+            [
+                ids
+                for _, ids in data.passages(
+                    tok, cfg.length, "heldout", limit=eval_passages, seed=cfg.seed, sources=cfg.sources
+                )
+            ]
+        )
+        ref = embed(teacher, held, desc="held-out, dense")
+        state["heldout"] = {"passages": eval_passages, **agreement(ref, embed(student, held, desc="held-out, sparse"))}
+    save(student, tok, opt, state, out)
+    return state
+
+
+def save(student, tok, opt, state: dict, out: Path) -> None:
+    """Write the checkpoint (module doc), ``state.json`` last."""
+    import tempfile
+
+    ck.write_text(out / "config.json", student.config.to_json_string())
+    ck.write_tensors(out / "model.safetensors", student.state_dict())
+    flat, groups = ck.optimizer_tensors(opt)
+    ck.write_tensors(out / "optimizer.safetensors", flat)
+    with tempfile.TemporaryDirectory(dir=out) as tmp:
+        for name in tok.save_pretrained(tmp):
+            if Path(name).exists():
+                os.replace(name, out / Path(name).name)
+    ck.write_json(
+        out / "state.json",
+        {**state, "optimizer_groups": groups, "pattern_spec": to_spec(preset(state["config"]["pattern"]))},
+    )
+
+
+def load_distilled(path: str | os.PathLike, *, max_positions: int | None = None, backend: str = "auto"):
+    """The sparse model that ``sparseformer distill`` wrote to ``path``, in eval mode, with its
+    pattern (``config.sparseformer``). ``max_positions`` extends its learned positions
+    (:func:`~sparseformer.hf.extend_positions`) to read longer passages; ``backend`` picks the
+    sparse kernel. The tokenizer is in the same directory: ``AutoTokenizer.from_pretrained(path)``."""
+    from .attention import NAME, config_entry, register, settings
+    from .positions import extend_positions
+
+    transformers = require("transformers")
+    if not (Path(path) / "config.json").exists():
+        raise ValueError(f"path must be a directory written by sparseformer distill, found no config.json in {path}")
+    register()
+    config = transformers.AutoConfig.from_pretrained(path)
+    pattern, block_size, _ = settings(config)
+    setattr(config, NAME, config_entry(pattern, block_size=block_size, backend=backend))
+    model = transformers.AutoModel.from_pretrained(path, config=config, attn_implementation=NAME).eval()
+    if max_positions is not None:
+        extend_positions(model, max_positions)
+    return model

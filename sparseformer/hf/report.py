@@ -1,0 +1,115 @@
+"""The tables of ``sparseformer quality`` (definitions in :mod:`sparseformer.hf.quality`)."""
+
+from __future__ import annotations
+
+import torch
+
+from . import data
+from ._deps import require
+from .quality import PRESETS, agreement, chunk_mean, embed, preset, truncate
+
+HEADER = "| model | L | density | mean cos | p5 cos | NN agree |\n|---|---|---|---|---|---|\n"
+
+
+def _row(name: str, length: int, density: str, a: dict) -> str:
+    return f"| {name} | {length} | {density} | {a['mean_cos']:.4f} | {a['p5_cos']:.4f} | {a['nn_agree']:.3f} |\n"
+
+
+def _sparse(base: str, name: str, block_size: int, max_positions: int | None):
+    from .model import sparsify
+    from .positions import extend_positions
+
+    model = require("transformers").AutoModel.from_pretrained(base).eval()
+    if max_positions and max_positions > model.config.max_position_embeddings:
+        extend_positions(model, max_positions)
+    return sparsify(model, preset(name), block_size=block_size)
+
+
+def _density(name: str, length: int, heads: int, block_size: int) -> str:
+    return f"{preset(name).compile(q_len=length, num_heads=heads, block_size=block_size).density:.0%}"
+
+
+def _student_density(model, length: int) -> str:
+    from .attention import settings
+
+    pattern, bs, _ = settings(model.config)
+    return f"{pattern.compile(q_len=length, num_heads=model.config.num_attention_heads, block_size=bs).density:.0%}"
+
+
+def quality_report(base: str, args) -> str:
+    """Markdown: one table per length in ``args.lengths`` and, with ``args.long``, the long table."""
+    from .distill import load_distilled
+
+    transformers = require("transformers")
+    tok = transformers.AutoTokenizer.from_pretrained(base)
+    dense = transformers.AutoModel.from_pretrained(base).eval()
+    heads, max_pos = dense.config.num_attention_heads, dense.config.max_position_embeddings
+    sources = tuple(args.sources)
+    out = [f"Held-out topics only; sources {', '.join(sources)}; block size {args.block_size}; seed {args.seed}.\n\n"]
+    for length in args.lengths:
+        ids = torch.stack(
+            [p for _, p in data.passages(tok, length, "heldout", limit=args.passages, seed=args.seed, sources=sources)]
+        )
+        ref = embed(dense, ids, desc=f"dense L={length}")
+        out.append(
+            f"**{args.passages} passages of {length} tokens** (reference: dense model on the full passage)\n\n{HEADER}"
+        )
+        for name in args.patterns:
+            e = embed(_sparse(base, name, args.block_size, length), ids, desc=f"{name} L={length}")
+            out.append(
+                _row(
+                    f"zero-shot {PRESETS[name][0]}",
+                    length,
+                    _density(name, length, heads, args.block_size),
+                    agreement(ref, e),
+                )
+            )
+        for path in args.student:
+            model = load_distilled(path, max_positions=length if length > max_pos else None)
+            out.append(
+                _row(
+                    f"distilled `{path}`",
+                    length,
+                    _student_density(model, length),
+                    agreement(ref, embed(model, ids, desc=f"{path} L={length}")),
+                )
+            )
+        t = args.truncate or length // 2
+        e = embed(dense, truncate(ids, t, tok.sep_token_id), desc=f"truncate {t}")
+        out.append(_row(f"dense, input truncated to {t} tokens", length, "—", agreement(ref, e)))
+        out.append("\n")
+    if args.long:
+        out.append(_long_table(base, args, tok, dense, sources))
+    return "".join(out)
+
+
+def _long_table(base: str, args, tok, dense, sources) -> str:
+    from .distill import load_distilled
+
+    length, max_pos = args.long, dense.config.max_position_embeddings
+    heads = dense.config.num_attention_heads
+    ids = torch.stack(
+        [p for _, p in data.passages(tok, length, "heldout", limit=args.long_passages, seed=args.seed, sources=sources)]
+    )
+    ref = chunk_mean(dense, ids, max_pos, tok.cls_token_id, tok.sep_token_id, desc="dense chunks")
+    out = [
+        f"**{args.long_passages} passages of {length} tokens** (reference: token-weighted mean of the dense model's "
+        f"embeddings of the passage's consecutive {max_pos}-token chunks; positions extended to {length} by tiling)\n\n{HEADER}"
+    ]
+    e = embed(dense, truncate(ids, max_pos, tok.sep_token_id), desc=f"truncate {max_pos}")
+    out.append(_row(f"dense, input truncated to {max_pos} tokens", length, "—", agreement(ref, e)))
+    for name in args.patterns:
+        e = embed(_sparse(base, name, args.block_size, length), ids, batch_size=1, desc=f"{name} L={length}")
+        out.append(
+            _row(
+                f"zero-shot {PRESETS[name][0]}",
+                length,
+                _density(name, length, heads, args.block_size),
+                agreement(ref, e),
+            )
+        )
+    for path in args.student:
+        model = load_distilled(path, max_positions=length)
+        e = embed(model, ids, batch_size=1, desc=f"{path} L={length}")
+        out.append(_row(f"distilled `{path}`", length, _student_density(model, length), agreement(ref, e)))
+    return "".join(out) + "\n"

@@ -1,0 +1,21 @@
+"""``sparseformer export``: one file per length, named after the model, length and precision."""
+
+import argparse
+
+import pytest
+
+from sparseformer.edge_commands import add_parser_export
+from sparseformer.export import OnnxRunner
+
+pytest.importorskip("onnxruntime")
+
+
+def test_export_onnx_int8(tmp_path, capsys):
+    ap = argparse.ArgumentParser()
+    add_parser_export(ap.add_subparsers())
+    small = ["--layers", "1", "--heads", "2", "--d-model", "32", "--ffn", "64", "--block-size", "16"]
+    args = ap.parse_args(["export", "--int8", "--lengths", "40", "--out", str(tmp_path), *small])
+    assert args.func(args) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["encoder_L40.onnx", "encoder_L40_int8.onnx"]
+    assert OnnxRunner(tmp_path / "encoder_L40_int8.onnx").seq_len == 40
+    assert "encoder_L40_int8.onnx" in capsys.readouterr().out

@@ -1,0 +1,66 @@
+"""Distillation on a tiny model: it trains, checkpoints atomically, resumes exactly, loads back."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from sparseformer.hf import load_distilled  # noqa: E402
+from sparseformer.hf.distill import DistillConfig, distill, lr_at  # noqa: E402
+
+
+def _cfg(base, steps):
+    return DistillConfig(
+        base=base, pattern="sliding-global", block_size=16, length=64, steps=steps, batch_size=2, lr=1e-3,
+        warmup=1, hidden_weight=0.5, max_minutes=5, sources=("pydoc",),
+    )  # fmt: skip
+
+
+def test_distill_resume_and_load(tiny_dir, tmp_path):
+    straight = distill(_cfg(tiny_dir, 3), tmp_path / "a", eval_passages=4)
+    assert straight["step"] == 3 and set(straight["heldout"]) == {"passages", "mean_cos", "p5_cos", "nn_agree"}
+    distill(_cfg(tiny_dir, 2), tmp_path / "b", eval_passages=0)
+    resumed = distill(_cfg(tiny_dir, 3), tmp_path / "b", resume=True, eval_passages=4)
+    assert resumed["step"] == 3
+    a, b = load_distilled(tmp_path / "a"), load_distilled(tmp_path / "b")
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+    assert a.config.sparseformer["block_size"] == 16 and a.config._attn_implementation == "sparseformer"
+    assert not list(tmp_path.glob("*/.*tmp"))  # no temporary files left
+    state = json.loads((tmp_path / "a" / "state.json").read_text())
+    assert state["config"]["pattern"] == "sliding-global"
+
+
+def test_distilled_model_differs_from_base_and_extends(tiny_dir, tmp_path):
+    from transformers import AutoModel
+
+    distill(_cfg(tiny_dir, 2), tmp_path / "c", eval_passages=0)
+    model = load_distilled(tmp_path / "c", max_positions=128)
+    base = AutoModel.from_pretrained(tiny_dir)
+    w = "encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(model.state_dict()[w], base.state_dict()[w])
+    with torch.no_grad():
+        assert model(input_ids=torch.randint(1000, 2000, (1, 128))).last_hidden_state.shape == (1, 128, 32)
+
+
+def test_bad_arguments(tiny_dir, tmp_path):
+    with pytest.raises(ValueError, match="pattern preset"):
+        DistillConfig(base=tiny_dir, pattern="nope")
+    with pytest.raises(ValueError, match="loss"):
+        DistillConfig(base=tiny_dir, loss="l1")
+    with pytest.raises(ValueError, match="steps"):
+        DistillConfig(base=tiny_dir, steps=0)
+    with pytest.raises(ValueError, match="resume"):
+        distill(_cfg(tiny_dir, 2), tmp_path / "none", resume=True)
+    with pytest.raises(ValueError, match="config.json"):
+        load_distilled(tmp_path)
+
+
+def test_schedule():
+    cfg = DistillConfig(base="x", steps=100, warmup=10, lr=1.0)
+    assert lr_at(cfg, 0) == pytest.approx(0.1) and lr_at(cfg, 9) == pytest.approx(1.0)
+    assert lr_at(cfg, 55) == pytest.approx(0.5) and lr_at(cfg, 100) == pytest.approx(0.0)

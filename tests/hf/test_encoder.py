@@ -1,0 +1,106 @@
+"""Encoders (BERT family): sparse attention reproduces the stock model with a dense pattern and
+the dense-masked model with a sparse one; padding masks are honoured."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+import sparseformer.hf as sfh  # noqa: E402
+from sparseformer import patterns as P  # noqa: E402
+
+from .tiny import bert, copy_of  # noqa: E402
+
+
+def _batch(vocab=200, length=70):
+    ids = torch.randint(1, vocab, (3, length))
+    mask = torch.ones(3, length, dtype=torch.long)
+    mask[1, -13:] = 0  # right padding, as a tokenizer pads
+    mask[2, -40:] = 0
+    return ids, mask
+
+
+@pytest.mark.parametrize("block_size", [16, 64])
+def test_dense_pattern_reproduces_stock_model(block_size):
+    stock = bert()
+    sparse = sfh.sparsify(copy_of(stock), P.Dense(), block_size=block_size)
+    ids, mask = _batch()
+    with torch.no_grad():
+        want = stock(input_ids=ids, attention_mask=mask).last_hidden_state
+        got = sparse(input_ids=ids, attention_mask=mask).last_hidden_state
+    keep = mask.bool()
+    assert (got[keep] - want[keep]).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [P.SlidingWindow(1, unit="block") | P.Global(tokens=1), P.BlockLocal(), P.BigBird(num_random_blocks=1, seed=3)],
+)
+def test_sparse_pattern_matches_dense_masked_model(pattern):
+    stock = bert()
+    sparse = sfh.sparsify(copy_of(stock), pattern, block_size=16)
+    ids, mask = _batch()
+    layout = pattern.compile(q_len=ids.shape[1], num_heads=4, block_size=16)
+    bias = layout.to_dense_bias(torch.float32)  # sampled blocks' log-weights (0 elsewhere)
+    allowed = layout.to_dense_mask()[None] & mask.bool()[:, None, None, :]  # [B, 1, L, L]
+    additive = torch.where(allowed, bias[None], torch.tensor(float("-inf")))
+    with torch.no_grad():
+        want = stock(input_ids=ids, attention_mask=additive).last_hidden_state
+        got = sparse(input_ids=ids, attention_mask=mask).last_hidden_state
+    keep = mask.bool()
+    assert (got[keep] - want[keep]).abs().max() <= 1e-5
+
+
+def test_global_cls_token_sees_everything():
+    """With P.Global(tokens=1) only position 0 ([CLS]) changes when a far token changes."""
+    model = sfh.sparsify(bert(), P.BlockLocal() | P.Global(tokens=1), block_size=16)
+    ids = torch.randint(1, 200, (1, 64))
+    other = ids.clone()
+    other[0, 60] = (ids[0, 60] + 1) % 199 + 1
+    with torch.no_grad():
+        a, b = model(input_ids=ids).last_hidden_state, model(input_ids=other).last_hidden_state
+    changed = (a - b).abs().amax(-1)[0] > 1e-6  # [L]
+    assert changed[0] and changed[48:].all() and not changed[1:48].any()
+
+
+def test_from_pretrained_with_config_entry(tmp_path):
+    from transformers import AutoConfig, AutoModel
+
+    stock = bert()
+    stock.save_pretrained(tmp_path)
+    sfh.register()
+    config = AutoConfig.from_pretrained(tmp_path)
+    config.sparseformer = sfh.config_entry(P.SlidingWindow(8), block_size=16)
+    model = AutoModel.from_pretrained(tmp_path, config=config, attn_implementation="sparseformer").eval()
+    ref = sfh.sparsify(copy_of(stock), P.SlidingWindow(8), block_size=16)
+    ids = torch.randint(1, 200, (2, 50))
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids).last_hidden_state, ref(input_ids=ids).last_hidden_state)
+    model.save_pretrained(tmp_path / "again")  # the entry is JSON: it saves with the config
+    assert AutoConfig.from_pretrained(tmp_path / "again").sparseformer == config.sparseformer
+
+
+def test_gradients_flow():
+    model = sfh.sparsify(bert(), P.SlidingWindow(1, unit="block"), block_size=16)
+    out = model(input_ids=torch.randint(1, 200, (2, 40))).last_hidden_state
+    out.square().mean().backward()
+    grad = model.encoder.layer[0].attention.self.query.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+
+
+def test_bad_arguments():
+    with pytest.raises(TypeError, match="PreTrainedModel"):
+        sfh.sparsify(torch.nn.Linear(2, 2), P.Dense())
+    with pytest.raises(TypeError, match="pattern"):
+        sfh.sparsify(bert(), "dense")
+    with pytest.raises(ValueError, match="block_size"):
+        sfh.sparsify(bert(), P.Dense(), block_size=0)
+    with pytest.raises(ValueError, match="backend"):
+        sfh.sparsify(bert(), P.Dense(), backend="fast")
+    model = bert()
+    sfh.register()
+    model.set_attn_implementation("sparseformer")  # no config.sparseformer
+    with pytest.raises(ValueError, match="config.sparseformer"):
+        model(input_ids=torch.randint(1, 200, (1, 8)))
