@@ -38,15 +38,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_patterns)
 
     from .bench.command import add_parser as add_bench
+    from .bench.kernels import add_parser as add_bench_kernels
     from .edge_commands import add_parser_export, add_parser_generate
     from .hf.commands import add_parser_distill, add_parser_quality
 
-    for add in (add_bench, add_parser_quality, add_parser_distill, add_parser_export, add_parser_generate):
+    for add in (
+        add_bench,
+        add_bench_kernels,
+        add_parser_quality,
+        add_parser_distill,
+        add_parser_export,
+        add_parser_generate,
+    ):
         add(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["bench", "kernels"]:  # `sparseformer bench kernels` is `bench-kernels`
+        argv = ["bench-kernels", *argv[2:]]
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

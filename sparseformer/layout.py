@@ -180,6 +180,30 @@ class BlockLayout:
             kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=bs, mask_mod=mask_mod, seq_lengths=(q_len, kv_len)
         )
 
+    def flex_score_mod(self):
+        """FlexAttention ``score_mod`` adding this layout's score terms (decay bias and sampled-block
+        log-weights) from O(H + Hl·nq·nk) tables, or None when it has none. Pair it with
+        :meth:`to_block_mask`."""
+        if self.slopes is None and self.log_weight is None:
+            return None
+        bs, hl, off = self.block_size, self.layout_heads, self.q_offset
+        slopes = None if self.slopes is None else self.slopes.float()
+        table = None
+        if self.log_weight is not None:
+            table = torch.zeros(hl * self.nq, self.nk)
+            rows = torch.repeat_interleave(torch.arange(hl * self.nq), self.row_counts.flatten())
+            table[rows, self.col_idx] = self.log_weight.float()
+            table = table.view(hl, self.nq, self.nk)
+
+        def score_mod(score, b, h, q_idx, kv_idx):
+            if slopes is not None:
+                score = score - slopes[h] * (q_idx + off - kv_idx).abs()
+            if table is not None:
+                score = score + table[h if hl > 1 else h * 0, q_idx // bs, kv_idx // bs]
+            return score
+
+        return score_mod
+
     def row_buckets(self, device: torch.device | str = "cpu") -> RowBuckets:
         """The rows of every head grouped by length, for backends that batch rows (see
         :class:`RowBuckets`). O(nnz) small tensors, built at compile time, cached per device."""

@@ -53,15 +53,13 @@ def test_block_mask_for_flex_attention():
     import sparseformer as sf
 
     torch.manual_seed(0)
-    layout = (P.SlidingWindow(20) | P.Global(tokens=1) | P.RandomBlocks(1)).compile(
-        q_len=150, num_heads=2, block_size=32, kv_len=130, causal=True
-    )
+    pattern = P.SlidingWindow(20) | P.Global(tokens=1) | P.RandomBlocks(1) | P.DistanceDecay((0.1, 0.3))
+    layout = pattern.compile(q_len=150, num_heads=2, block_size=32, kv_len=130, causal=True)
     bm = layout.to_block_mask()
     assert torch.equal(bm.to_dense()[0].bool(), (layout.to_block_states() > 0).expand(2, -1, -1))
     q, k, v = (torch.randn(1, 2, n, 16) for n in (150, 130, 130))
     ref = sf.sparse_attention(q, k, v, layout, backend="reference")
-    bias = layout.to_dense_bias(torch.float32)
-    out = flex.flex_attention(q, k, v, block_mask=bm, score_mod=lambda s, b, h, i, j: s + bias[h % bias.shape[0], i, j])
+    out = flex.flex_attention(q, k, v, block_mask=bm, score_mod=layout.flex_score_mod())
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
