@@ -7,6 +7,11 @@ rebuilds it whenever the source or the flags change. The folder is
 - ``$TORCH_EXTENSIONS_DIR/sparseformer_cpu_<tag>/`` when ``TORCH_EXTENSIONS_DIR`` is set,
 - else ``$XDG_CACHE_HOME/sparseformer/extensions/<tag>/`` (``~/.cache/sparseformer/...``).
 
+``SPARSEFORMER_CPU_SANITIZE=address`` builds an AddressSanitizer variant instead (adds
+``-fsanitize=address -fno-omit-frame-pointer`` to the compile and link flags) into its own folder,
+``<tag>`` + ``_asan``, so it never replaces the normal build. Python itself is not instrumented, so
+the ASan runtime must be preloaded; see ``docs/asan.md``. Any other non-empty value is a ValueError.
+
 Everything is reported through :mod:`logging` (logger ``sparseformer.kernels.cpu``): the build
 start and duration, and, once, why the extension is unavailable when it is.
 """
@@ -39,6 +44,8 @@ _NAME = "sparseformer_cpu"
 # no result, only the assumption that floating-point exceptions trap.
 _CFLAGS = ["-O3", "-fopenmp", "-fno-trapping-math", "-std=c++17"]
 _LDFLAGS = ["-fopenmp"]
+_SANITIZE_ENV = "SPARSEFORMER_CPU_SANITIZE"
+_ASAN_FLAGS = ["-fsanitize=address", "-fno-omit-frame-pointer"]
 
 _lock = threading.Lock()
 _module: ModuleType | None = None
@@ -46,10 +53,18 @@ _error: str | None = None
 _tried = False
 
 
+def _sanitize() -> bool:
+    """True when ``SPARSEFORMER_CPU_SANITIZE=address`` asks for the AddressSanitizer build."""
+    value = os.environ.get(_SANITIZE_ENV, "")
+    if value not in ("", "address"):
+        raise ValueError(f"{_SANITIZE_ENV} must be 'address' or unset, got {value!r}")
+    return value == "address"
+
+
 def _tag() -> str:
     py = f"py{sys.version_info.major}{sys.version_info.minor}"
     tv = torch.__version__.split("+")[0].replace(".", "_")
-    return f"{py}_torch{tv}"
+    return f"{py}_torch{tv}" + ("_asan" if _sanitize() else "")
 
 
 def build_directory() -> Path:
@@ -108,11 +123,12 @@ def _build() -> ModuleType:
         folder,
     )
     t0 = time.perf_counter()
+    asan = _ASAN_FLAGS if _sanitize() else []
     module = cpp_extension.load(
         name=_NAME,
         sources=[str(_SOURCE)],
-        extra_cflags=[*_CFLAGS, f"-DSF_SOURCE_HASH={_source_hash()}"],
-        extra_ldflags=_LDFLAGS,
+        extra_cflags=[*_CFLAGS, *asan, f"-DSF_SOURCE_HASH={_source_hash()}"],
+        extra_ldflags=[*_LDFLAGS, *asan],
         build_directory=str(folder),
         verbose=False,
     )
