@@ -4,9 +4,10 @@
     python benchmarks/bench_cpu_kernel.py --lengths 4096 --threads 2 --backward
 
 Setup: B=1, H=8, D=64, float32, block 128, ``SlidingWindow(1, unit="block")`` (each query block
-sees its own and the neighbouring key blocks: block density about 3/nb). Each time is the median of
-``--repeats`` runs after ``--warmup`` runs. "speedup" is dense ``scaled_dot_product_attention`` time
-over kernel time; "target" is 0.8 / block density. GFLOP/s counts 4 * bs * bs * D per visited tile
+sees its own and the neighbouring key blocks: block density about 3/nb). Each time is the median
+of ``--repeats`` runs after ``--warmup`` runs, dense and sparse runs alternating (the kernel's best
+run is shown too: on a shared machine it is the least disturbed). "speedup" is dense
+``scaled_dot_product_attention`` time over kernel time (medians); "target" is 0.8 / block density. GFLOP/s counts 4 * bs * bs * D per visited tile
 per head (the two products of the tiles actually computed), so it measures the kernel's efficiency,
 not the work it saved. With ``--backward`` also times forward + backward of both (the dense side
 runs SDPA's own backward).
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import statistics
 import time
 
@@ -26,15 +28,19 @@ from sparseformer import patterns as P
 from sparseformer.kernels import cpu
 
 
-def median_time(fn, warmup: int, repeats: int) -> float:
+def interleaved_times(fns, warmup: int, repeats: int) -> list[list[float]]:
+    """Times of each fn over ``repeats`` rounds, the fns alternating within a round (so that a
+    busy moment of the machine hits all of them alike), after ``warmup`` rounds."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns:
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for fn, ts in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+    return times
 
 
 def fwd_bwd(fn, inputs, grad_out) -> None:
@@ -57,16 +63,27 @@ def main() -> None:
     if not cpu.is_available():
         raise SystemExit(f"native cpu kernel unavailable: {cpu.unavailable_reason()}")
     ext = cpu.load_extension()
-    print(f"torch {torch.__version__}, kernel: {ext.build_info()}")
+    print(f"torch {torch.__version__}, kernel: {ext.build_info()}, {os.cpu_count()} CPUs")
     print(
         f"B=1, H={args.heads}, D={args.head_dim}, float32, block {args.block}, "
         f"SlidingWindow({args.window}, unit='block'); median of {args.repeats} after {args.warmup} warm-up\n"
     )
 
     H, D, bs = args.heads, args.head_dim, args.block
-    cols = ["threads", "L", "block density", "dense SDPA ms", "cpu kernel ms", "speedup", "target", "GFLOP/s"]
+    cols = [
+        "threads",
+        "L",
+        "block density",
+        "dense SDPA ms",
+        "cpu kernel ms",
+        "kernel min ms",
+        "speedup",
+        "target",
+        "GFLOP/s",
+    ]
     if args.backward:
         cols += ["dense fwd+bwd ms", "cpu fwd+bwd ms", "fwd+bwd speedup"]
+    print(f"load average before: {os.getloadavg()[0]:.2f} (other processes distort timings)")
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for threads in args.threads:
@@ -78,8 +95,8 @@ def main() -> None:
             scale = D**-0.5
             dense = functools.partial(F.scaled_dot_product_attention, q, k, v)
             sparse = functools.partial(cpu.attention, q, k, v, layout, scale=scale)
-            t_dense = median_time(dense, args.warmup, args.repeats)
-            t_cpu = median_time(sparse, args.warmup, args.repeats)
+            td, tc = interleaved_times([dense, sparse], args.warmup, args.repeats)
+            t_dense, t_cpu = statistics.median(td), statistics.median(tc)
             density = layout.block_density
             flops = 4.0 * layout.visited_tiles * bs * bs * D
             row = [
@@ -88,6 +105,7 @@ def main() -> None:
                 f"{density:.4f}",
                 f"{t_dense * 1e3:.1f}",
                 f"{t_cpu * 1e3:.2f}",
+                f"{min(tc) * 1e3:.2f}",
                 f"{t_dense / t_cpu:.1f}x",
                 f"{0.8 / density:.1f}x",
                 f"{flops / t_cpu / 1e9:.0f}",
@@ -100,10 +118,10 @@ def main() -> None:
                 cpu_fb = functools.partial(
                     fwd_bwd, functools.partial(cpu.attention, layout=layout, scale=scale), (qg, kg, vg), go
                 )
-                tdb = median_time(dense_fb, 1, max(3, args.repeats // 2))
-                tcb = median_time(cpu_fb, 1, args.repeats)
+                tdb, tcb = (statistics.median(t) for t in interleaved_times([dense_fb, cpu_fb], 1, args.repeats))
                 row += [f"{tdb * 1e3:.1f}", f"{tcb * 1e3:.2f}", f"{tdb / tcb:.1f}x"]
             print("| " + " | ".join(str(c) for c in row) + " |", flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
