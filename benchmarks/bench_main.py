@@ -10,7 +10,7 @@ Any ``sparseformer bench`` option may be given. docs/bench.md quotes a report ma
 
 import sys
 
-from sparseformer.bench.command import main
+from sparseformer.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["bench", *sys.argv[1:]]))

@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:2] == ["bench", "kernels"]:  # `sparseformer bench kernels` is `bench-kernels`
         argv = ["bench-kernels", *argv[2:]]
     args = build_parser().parse_args(argv)
+    args.argv = argv  # the command as typed, recorded by `bench` in its results
     try:
         return args.func(args)
     except (ValueError, TypeError) as e:

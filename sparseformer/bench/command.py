@@ -1,7 +1,8 @@
 """``sparseformer bench``: measure every strategy on this device and recommend one.
 
-``add_parser(subparsers)`` registers the subcommand; ``run(args)`` runs it and returns the exit
-status (0, or 130 after Ctrl-C with the partial results written); ``main(argv)`` runs it alone.
+``add_parser(subparsers)`` registers the subcommand (``sparseformer.cli`` wires it);
+``run(args)`` runs it and returns the exit status (0, or 130 after Ctrl-C with the partial
+results written).
 """
 
 from __future__ import annotations
@@ -227,13 +228,6 @@ def _from_results(args: argparse.Namespace, constraints: Constraints) -> int:
     return 0
 
 
-def _argv(args: argparse.Namespace) -> list[str]:
-    """The options as typed (set by :func:`main`, else read from ``sys.argv`` after ``bench``)."""
-    if getattr(args, "argv", None) is not None:
-        return list(args.argv)
-    return sys.argv[sys.argv.index("bench") + 1 :] if "bench" in sys.argv else []
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark described by ``args`` (see :func:`add_parser`)."""
     work, plan, constraints = _settings(args)
@@ -259,7 +253,7 @@ def _run(args: argparse.Namespace, work: Workload, plan: SweepPlan, constraints:
         "interrupted": False,
         "started_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "elapsed_s": 0.0,
-        "command": ["sparseformer", "bench", *_argv(args)],
+        "command": ["sparseformer", *getattr(args, "argv", ["bench"])],
         "machine": machine_info(work.device),
         "versions": versions(work.backend, work.device, work.torch_dtype),
         "workload": work.to_dict(),
@@ -319,23 +313,3 @@ def _run(args: argparse.Namespace, work: Workload, plan: SweepPlan, constraints:
         print(f"interrupted: kept the {len(results['measurements'])} measurements made so far", file=sys.stderr)
     print("wrote " + ", ".join(files))
     return 130 if results["interrupted"] else 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``sparseformer bench`` on its own (until the lead wires it into ``sparseformer.cli``)."""
-    parser = argparse.ArgumentParser(prog="sparseformer")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] != "bench":
-        argv = ["bench", *argv]
-    args = parser.parse_args(argv)
-    args.argv = argv[1:]
-    try:
-        return args.func(args)
-    except (ValueError, TypeError) as e:
-        print(f"sparseformer bench: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,6 +13,7 @@ from sparseformer.bench import command, measure, sweep
 from sparseformer.bench.plots import FILES
 from sparseformer.bench.schema import validate
 from sparseformer.bench.workload import Workload, dense_model, sparse_model, text_input
+from sparseformer.cli import main
 
 PNG = b"\x89PNG\r\n\x1a\n"
 # The portable backend: these tests check the command, not the native kernel (which has its own tests
@@ -28,7 +29,7 @@ def _load(out) -> dict:
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("bench"))
-    rc = command.main(["bench", *TINY, "--out", out, "--min-quality", "0.99", "--seq-len", "96"])
+    rc = main(["bench", *TINY, "--out", out, "--min-quality", "0.99", "--seq-len", "96"])
     return rc, out, _load(out)
 
 
@@ -71,16 +72,16 @@ def test_from_results_recommends_without_measuring(quick_run, capsys, monkeypatc
     monkeypatch.setattr(command, "run_sweep", None)  # measuring would crash
     fastest = min(m["latency_ms"]["median"] for m in results["measurements"] if m["seq_len"] == 64)
     argv = ["bench", "--from-results", os.path.join(out, "results.json"), "--seq-len", "64"]
-    assert command.main([*argv, "--budget-ms", str(fastest)]) == 0
+    assert main([*argv, "--budget-ms", str(fastest)]) == 0
     assert "Recommended: at length 64" in capsys.readouterr().out
-    assert command.main([*argv, "--budget-ms", str(fastest / 2)]) == 0
+    assert main([*argv, "--budget-ms", str(fastest / 2)]) == 0
     assert "No recommendation" in capsys.readouterr().out
-    assert command.main(["bench", "--from-results", os.path.join(out, "nope.json")]) == 2
+    assert main(["bench", "--from-results", os.path.join(out, "nope.json")]) == 2
     assert "--from-results" in capsys.readouterr().err
 
 
 def test_impossible_budget_says_which_constraint_to_relax(tmp_path, capsys):
-    rc = command.main(["bench", *TINY, "--strategies", "sliding", "--out", str(tmp_path), "--budget-ms", "1e-9"])
+    rc = main(["bench", *TINY, "--strategies", "sliding", "--out", str(tmp_path), "--budget-ms", "1e-9"])
     assert rc == 0
     rec = _load(tmp_path)["recommendation"]
     assert rec["found"] is False
@@ -98,7 +99,7 @@ def test_ctrl_c_keeps_the_partial_results(tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(sweep, "_measure_sparse", interrupted)
-    rc = command.main(["bench", *TINY, "--out", str(tmp_path)])
+    rc = main(["bench", *TINY, "--out", str(tmp_path)])
     assert rc == 130
     results = _load(tmp_path)
     validate(results)
@@ -109,7 +110,7 @@ def test_ctrl_c_keeps_the_partial_results(tmp_path, monkeypatch):
 
 def test_without_clear_refs_memory_is_null_not_a_crash(tmp_path, monkeypatch):
     monkeypatch.setattr(measure, "_CLEAR_REFS", str(tmp_path / "missing" / "clear_refs"))
-    rc = command.main(["bench", *TINY, "--strategies", "block-local", "--block-sizes", "16", "--out", str(tmp_path)])
+    rc = main(["bench", *TINY, "--strategies", "block-local", "--block-sizes", "16", "--out", str(tmp_path)])
     assert rc == 0
     results = _load(tmp_path)
     validate(results)
@@ -130,7 +131,7 @@ def test_without_clear_refs_memory_is_null_not_a_crash(tmp_path, monkeypatch):
     ],
 )
 def test_bad_arguments_are_named(tmp_path, capsys, flag, value, needle):
-    assert command.main(["bench", "--quick", "--out", str(tmp_path), flag, value]) == 2
+    assert main(["bench", "--quick", "--out", str(tmp_path), flag, value]) == 2
     assert needle in capsys.readouterr().err
 
 
