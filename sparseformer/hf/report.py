@@ -38,7 +38,6 @@ def _student_density(model, length: int) -> str:
 
 def quality_report(base: str, args) -> str:
     """Markdown: one table per length in ``args.lengths`` and, with ``args.long``, the long table."""
-    from .distill import load_distilled
 
     transformers = require("transformers")
     tok = transformers.AutoTokenizer.from_pretrained(base)
@@ -54,26 +53,8 @@ def quality_report(base: str, args) -> str:
         out.append(
             f"**{args.passages} passages of {length} tokens** (reference: dense model on the full passage)\n\n{HEADER}"
         )
-        for name in args.patterns:
-            e = embed(_sparse(base, name, args.block_size, length), ids, desc=f"{name} L={length}")
-            out.append(
-                _row(
-                    f"zero-shot {PRESETS[name][0]}",
-                    length,
-                    _density(name, length, heads, args.block_size),
-                    agreement(ref, e),
-                )
-            )
-        for path in args.student:
-            model = load_distilled(path, max_positions=length if length > max_pos else None)
-            out.append(
-                _row(
-                    f"distilled `{path}`",
-                    length,
-                    _student_density(model, length),
-                    agreement(ref, embed(model, ids, desc=f"{path} L={length}")),
-                )
-            )
+        max_positions = length if length > max_pos else None
+        out += _sparse_rows(base, args, ids, ref, length, heads, max_positions, batch_size=None)
         t = args.truncate or length // 2
         e = embed(dense, truncate(ids, t, tok.sep_token_id), desc=f"truncate {t}")
         out.append(_row(f"dense, input truncated to {t} tokens", length, "—", agreement(ref, e)))
@@ -84,7 +65,6 @@ def quality_report(base: str, args) -> str:
 
 
 def _long_table(base: str, args, tok, dense, sources) -> str:
-    from .distill import load_distilled
 
     length, max_pos = args.long, dense.config.max_position_embeddings
     heads = dense.config.num_attention_heads
@@ -98,18 +78,24 @@ def _long_table(base: str, args, tok, dense, sources) -> str:
     ]
     e = embed(dense, truncate(ids, max_pos, tok.sep_token_id), desc=f"truncate {max_pos}")
     out.append(_row(f"dense, input truncated to {max_pos} tokens", length, "—", agreement(ref, e)))
-    for name in args.patterns:
-        e = embed(_sparse(base, name, args.block_size, length), ids, batch_size=1, desc=f"{name} L={length}")
-        out.append(
-            _row(
-                f"zero-shot {PRESETS[name][0]}",
-                length,
-                _density(name, length, heads, args.block_size),
-                agreement(ref, e),
-            )
-        )
-    for path in args.student:
-        model = load_distilled(path, max_positions=length)
-        e = embed(model, ids, batch_size=1, desc=f"{path} L={length}")
-        out.append(_row(f"distilled `{path}`", length, _student_density(model, length), agreement(ref, e)))
+    out += _sparse_rows(base, args, ids, ref, length, heads, length, batch_size=1)
     return "".join(out) + "\n"
+
+
+def _sparse_rows(base, args, ids, ref, length, heads, max_positions, batch_size) -> list[str]:
+    """Rows of the zero-shot sparse patterns and the distilled students against ``ref``.
+    ``max_positions``: the students' extended positions (None: as trained); ``batch_size``: for
+    :func:`embed` (None: its default)."""
+    from .distill import load_distilled
+
+    kw = {} if batch_size is None else {"batch_size": batch_size}
+    rows = []
+    for name in args.patterns:
+        e = embed(_sparse(base, name, args.block_size, length), ids, desc=f"{name} L={length}", **kw)
+        density = _density(name, length, heads, args.block_size)
+        rows.append(_row(f"zero-shot {PRESETS[name][0]}", length, density, agreement(ref, e)))
+    for path in args.student:
+        model = load_distilled(path, max_positions=max_positions)
+        e = embed(model, ids, desc=f"{path} L={length}", **kw)
+        rows.append(_row(f"distilled `{path}`", length, _student_density(model, length), agreement(ref, e)))
+    return rows
