@@ -127,6 +127,18 @@ static void check_cpu(const Tensor& t, const char* name) {
   SF_CHECK(t.layout() == at::kStrided, name, " must be a dense (strided) tensor, got layout ", t.layout());
 }
 
+// The data of an optional contiguous float64 vector of length n, or nullptr when absent.
+static const double* optional_f64_vector(const c10::optional<Tensor>& opt, const char* name, int64_t n,
+                                         const char* dims) {
+  if (!opt.has_value() || !opt->defined()) return nullptr;
+  const Tensor& t = *opt;
+  check_cpu(t, name);
+  SF_CHECK(t.scalar_type() == at::kDouble, name, " must be float64, got ", t.scalar_type());
+  SF_CHECK(t.dim() == 1 && t.size(0) == n, name, " must have shape ", dims, " = [", n, "], got ", shape_str(t));
+  SF_CHECK(t.is_contiguous(), name, " must be contiguous");
+  return t.data_ptr<double>();
+}
+
 // Validates everything the kernels rely on (shapes, dtypes and every index value) and fills p.
 // Tensors passed in must already be contiguous.
 static Problem make_problem(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& row_ptr,
@@ -223,26 +235,8 @@ static Problem make_problem(const Tensor& q, const Tensor& k, const Tensor& v, c
     }
   }
 
-  p.log_weight = nullptr;
-  if (log_weight.has_value() && log_weight->defined()) {
-    const Tensor& lw = *log_weight;
-    check_cpu(lw, "log_weight");
-    SF_CHECK(lw.scalar_type() == at::kDouble, "log_weight must be float64, got ", lw.scalar_type());
-    SF_CHECK(lw.dim() == 1 && lw.size(0) == p.nnz, "log_weight must have shape [nnz] = [", p.nnz, "], got ",
-             shape_str(lw));
-    SF_CHECK(lw.is_contiguous(), "log_weight must be contiguous");
-    p.log_weight = lw.data_ptr<double>();
-  }
-  p.slopes = nullptr;
-  if (slopes.has_value() && slopes->defined()) {
-    const Tensor& sl = *slopes;
-    check_cpu(sl, "slopes");
-    SF_CHECK(sl.scalar_type() == at::kDouble, "slopes must be float64, got ", sl.scalar_type());
-    SF_CHECK(sl.dim() == 1 && sl.size(0) == p.H, "slopes must have shape [num_heads] = [", p.H, "], got ",
-             shape_str(sl));
-    SF_CHECK(sl.is_contiguous(), "slopes must be contiguous");
-    p.slopes = sl.data_ptr<double>();
-  }
+  p.log_weight = optional_f64_vector(log_weight, "log_weight", p.nnz, "[nnz]");
+  p.slopes = optional_f64_vector(slopes, "slopes", p.H, "[num_heads]");
   p.kpm = nullptr;
   if (kpm.has_value() && kpm->defined()) {
     const Tensor& m = *kpm;
