@@ -7,7 +7,8 @@ import math
 
 import torch
 
-from .layout import BlockLayout
+from .layout import BlockLayout, _check_block_size
+from .patterns.base import Pattern
 
 log = logging.getLogger("sparseformer")
 
@@ -21,7 +22,7 @@ def _log_once(msg: str) -> None:
         log.info(msg)
 
 
-def _check(q, k, v, layout, key_padding_mask, dropout_p, scale) -> None:
+def _check_inputs(q, k, v, key_padding_mask, dropout_p, scale) -> None:
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -33,7 +34,7 @@ def _check(q, k, v, layout, key_padding_mask, dropout_p, scale) -> None:
         raise TypeError(f"q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if not (q.device == k.device == v.device):
         raise ValueError(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
-    b, h, lq, d = q.shape
+    b, h, _, d = q.shape
     if k.shape[0] != b or v.shape[0] != b:
         raise ValueError(f"batch sizes differ: q {b}, k {k.shape[0]}, v {v.shape[0]}")
     if k.shape[1] != v.shape[1] or k.shape[2] != v.shape[2]:
@@ -44,16 +45,6 @@ def _check(q, k, v, layout, key_padding_mask, dropout_p, scale) -> None:
         raise ValueError(f"query heads ({h}) must be a multiple of key/value heads ({k.shape[1]})")
     if min(q.shape) < 1 or min(k.shape) < 1 or v.shape[3] < 1:
         raise ValueError(f"every size must be >= 1, got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
-    if not isinstance(layout, BlockLayout):
-        hint = " (call pattern.compile(q_len=..., num_heads=...) first)" if hasattr(layout, "compile") else ""
-        raise TypeError(f"layout must be a BlockLayout, got {type(layout).__name__}{hint}")
-    want = (layout.num_heads, layout.q_len, layout.kv_len)
-    got = (h, lq, k.shape[2])
-    if want != got:
-        raise ValueError(
-            f"layout was compiled for (num_heads, q_len, kv_len) = {want} but the inputs have {got}; "
-            "compile the pattern for these sizes"
-        )
     if key_padding_mask is not None:
         if not isinstance(key_padding_mask, torch.Tensor) or key_padding_mask.dtype != torch.bool:
             raise TypeError(
@@ -71,6 +62,20 @@ def _check(q, k, v, layout, key_padding_mask, dropout_p, scale) -> None:
         isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0 or math.isinf(scale)
     ):
         raise ValueError(f"scale must be a positive finite float or None, got {scale!r}")
+
+
+def _check(q, k, v, layout, key_padding_mask, dropout_p, scale) -> None:
+    _check_inputs(q, k, v, key_padding_mask, dropout_p, scale)
+    if not isinstance(layout, BlockLayout):
+        hint = " (call pattern.compile(q_len=..., num_heads=...) first)" if hasattr(layout, "compile") else ""
+        raise TypeError(f"layout must be a BlockLayout, got {type(layout).__name__}{hint}")
+    want = (layout.num_heads, layout.q_len, layout.kv_len)
+    got = (q.shape[1], q.shape[2], k.shape[2])
+    if want != got:
+        raise ValueError(
+            f"layout was compiled for (num_heads, q_len, kv_len) = {want} but the inputs have {got}; "
+            "compile the pattern for these sizes"
+        )
 
 
 def _cpu_kernel():
@@ -93,6 +98,11 @@ def pick_backend(q: torch.Tensor, dropout_p: float) -> str:
     if q.device.type == "cpu" and dropout_p > 0:
         _log_once("sparseformer: dropout_p > 0 runs on 'gather' (the native kernel has no dropout)")
     return "gather"
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
 def sparse_attention(
@@ -122,8 +132,7 @@ def sparse_attention(
     Returns ``[B, H, Lq, Dv]``. A query row with no attending key gives zeros.
     """
     _check(q, k, v, layout, key_padding_mask, dropout_p, scale)
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    _check_backend(backend)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     if backend == "auto":
         backend = pick_backend(q, dropout_p)
@@ -143,3 +152,46 @@ def sparse_attention(
     if dropout_p > 0:
         raise ValueError("backend='cpu' has no dropout; use backend='gather' or 'auto' for dropout_p > 0")
     return cpu.attention(q, k, v, layout, key_padding_mask=key_padding_mask, scale=scale)
+
+
+def pattern_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    pattern: Pattern,
+    *,
+    block_size: int = 64,
+    causal: bool = False,
+    key_padding_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    scale: float | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """``sparse_attention(q, k, v, pattern.compile(q_len=Lq, num_heads=H, block_size=block_size,
+    kv_len=Lk, causal=causal), ...)``: what the modules call.
+
+    One difference: self-attention (``Lq == Lk``) with a band-form pattern
+    (:func:`~sparseformer.kernels.band.band_of`: sliding windows plus global prefix tokens) on
+    the ``gather`` backend runs :func:`~sparseformer.kernels.band.band_attention` without
+    compiling a layout, so a traced graph (``torch.export``) keeps the length symbolic.
+    """
+    from .kernels.band import band_attention, band_of
+
+    if not isinstance(pattern, Pattern):
+        raise TypeError(f"pattern must be a sparseformer Pattern, got {type(pattern).__name__}")
+    _check_backend(backend)
+    _check_block_size(block_size)
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
+    resolved = pick_backend(q, dropout_p) if backend == "auto" else backend
+    band = band_of(pattern, block_size, causal) if resolved == "gather" and q.shape[2] == k.shape[2] else None
+    if band is None:
+        layout = pattern.compile(
+            q_len=q.shape[2], num_heads=q.shape[1], block_size=block_size, kv_len=k.shape[2], causal=causal
+        )
+        return sparse_attention(
+            q, k, v, layout, key_padding_mask=key_padding_mask, dropout_p=dropout_p, scale=scale, backend=backend
+        )
+    _check_inputs(q, k, v, key_padding_mask, dropout_p, scale)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    return band_attention(q, k, v, band, key_padding_mask=key_padding_mask, scale=scale, dropout_p=dropout_p)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -48,13 +49,20 @@ def _load(model, checkpoint: str | None) -> None:
 def add_parser_export(subparsers) -> None:
     p = subparsers.add_parser(
         "export",
-        help="export a sparse encoder or the causal LM to ONNX / ExecuTorch, fp32 or int8, one file per length",
-        description="Each file is valid for the sequence length it was exported at (the block layout is baked in).",
+        help="export a sparse encoder or the causal LM to ONNX / ExecuTorch, fp32 or int8",
+        description="Each file is valid for the sequence length it was exported at (the block layout is baked in), "
+        "or, with --dynamic (ONNX, band-form patterns), for every length up to --max-length.",
     )
     p.add_argument("--model", choices=("encoder", "lm"), default="encoder")
     p.add_argument("--format", choices=("onnx", "executorch"), default="onnx")
     p.add_argument("--int8", action="store_true", help="dynamic int8 quantization of the linear layers")
     p.add_argument("--lengths", type=int, nargs="+", default=[1024], help="sequence lengths (one file each)")
+    p.add_argument(
+        "--dynamic",
+        action="store_true",
+        help="onnx: one file for every length up to --max-length (traced at --lengths[0])",
+    )
+    p.add_argument("--max-length", type=int, help="with --dynamic: the longest length served (default: no limit)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--out", default=".", help="output folder")
     p.add_argument("--checkpoint", help="safetensors state dict to load (default: random weights)")
@@ -80,27 +88,36 @@ def run_export(args: argparse.Namespace) -> int:
     if not out.is_dir():
         print(f"error: --out {str(out)!r} is not a folder", file=sys.stderr)
         return 2
+    if args.dynamic and args.format != "onnx":
+        print("error: --dynamic is for --format onnx", file=sys.stderr)
+        return 2
     model = _encoder(args) if args.model == "encoder" else _causal_lm(args)
     _load(model, args.checkpoint)
     ext = "onnx" if args.format == "onnx" else "pte"
-    for length in args.lengths:
+    dynamic = {"dynamic_length": True, "max_length": args.max_length} if args.dynamic else {}
+    for length in args.lengths[:1] if args.dynamic else args.lengths:
         if args.model == "encoder":
             inputs = (torch.randn(args.batch, length, args.d_model),)
         else:
             inputs = (torch.randint(0, model.cfg.vocab_size, (args.batch, length)),)
-        path = out / f"{args.model}_L{length}{'_int8' if args.int8 else ''}.{ext}"
+        stem = f"{args.model}_dynamic" if args.dynamic else f"{args.model}_L{length}"
+        path = out / f"{stem}{'_int8' if args.int8 else ''}.{ext}"
         t0 = time.perf_counter()
         if args.format == "onnx":
             if args.int8:
-                fp32 = export.to_onnx(model, inputs, out / f"{args.model}_L{length}.onnx")
+                fp32 = export.to_onnx(model, inputs, out / f"{stem}.onnx", **dynamic)
                 quantize.quantize_onnx(fp32, path)
             else:
-                export.to_onnx(model, inputs, path)
+                export.to_onnx(model, inputs, path, **dynamic)
         elif args.int8:
             quantize.to_executorch_int8(model, inputs, path)
         else:
             export.to_executorch(model, inputs, path)
-        print(f"{path}  {path.stat().st_size / MiB:.2f} MiB  L={length}  {time.perf_counter() - t0:.1f} s")
+        served = f"L={length}"
+        if args.dynamic:
+            lo, hi = json.loads(export.read_metadata(path)["sparseformer.seq_range"])
+            served = f"L in [{lo}, {hi if hi is not None else 'any'}]"
+        print(f"{path}  {path.stat().st_size / MiB:.2f} MiB  {served}  {time.perf_counter() - t0:.1f} s")
     return 0
 
 

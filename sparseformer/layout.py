@@ -98,6 +98,19 @@ class BlockLayout:
         """Attending pairs over all ``num_heads * q_len * kv_len`` pairs."""
         return self.pair_count / (self.num_heads * self.q_len * self.kv_len)
 
+    @cached_property
+    def band(self):
+        """The layout as a :class:`~sparseformer.kernels.band.Band` (sliding windows plus a prefix
+        of global tokens, self-attention, no score terms), or None: backends that batch rows use
+        contiguous slices for such layouts instead of gathered tiles."""
+        from .kernels.band import band_of
+
+        if self.pattern is None or self.q_len != self.kv_len or self.q_offset:
+            return None
+        if self.slopes is not None or self.log_weight is not None:
+            return None
+        return band_of(self.pattern, self.block_size, self.causal)
+
     def __repr__(self) -> str:
         return (
             f"BlockLayout(q_len={self.q_len}, kv_len={self.kv_len}, num_heads={self.num_heads}, "

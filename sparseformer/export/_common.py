@@ -11,10 +11,21 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..patterns.base import Pattern
+
 #: Why an export is valid for one sequence length only (stored in every exported file).
 LENGTH_REASON = (
     "the block layout is compiled for one sequence length and baked into the graph as constant tile "
     "indices and masks; export again with an input of the length you need"
+)
+
+
+#: Why a dynamic-length export is refused for a pattern.
+DYNAMIC_REASON = (
+    "dynamic_length needs every sparse attention to be in band form (sliding windows and "
+    "BlockLocal, plus global prefix tokens: sparseformer.kernels.band.band_of), whose indices are "
+    "computed from the length at run time; other patterns bake a compiled layout into the graph, "
+    "so export them per length (dynamic_length=False)"
 )
 
 
@@ -54,6 +65,33 @@ def seq_dim_of(model: nn.Module) -> int:
         if hasattr(m, "batch_first"):
             return 1 if m.batch_first else 0
     return 1
+
+
+def sparse_attentions(model: nn.Module) -> Iterator[tuple[str, Pattern, int, bool]]:
+    """``(module name, pattern, block_size, causal)`` of every sparse self-attention in ``model``:
+    ``SparseMultiheadAttention`` modules and the causal LM's attention (always causal)."""
+    from ..nn.causal_lm import CausalSelfAttention
+    from ..nn.multihead_attention import SparseMultiheadAttention
+
+    for name, m in model.named_modules():
+        if isinstance(m, SparseMultiheadAttention):
+            yield name, m.pattern, m.block_size, m.causal
+        elif isinstance(m, CausalSelfAttention):
+            yield name, m.cfg.pattern, m.cfg.block_size, True
+
+
+def dynamic_min_length(model: nn.Module) -> int:
+    """The shortest length a dynamic-length export of ``model`` serves (every global token
+    present, and at least 2), or ValueError naming a module whose pattern is not in band form."""
+    from ..kernels.band import band_of
+
+    shortest = 2
+    for name, pattern, block_size, causal in sparse_attentions(model):
+        band = band_of(pattern, block_size, causal)
+        if band is None:
+            raise ValueError(f"module {name!r} has pattern {pattern!r}: {DYNAMIC_REASON}")
+        shortest = max(shortest, band.min_length())
+    return shortest
 
 
 @contextlib.contextmanager
@@ -105,17 +143,30 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     return path
 
 
-def check_shapes(expected: list[list[int]], inputs: tuple, seq_dim: int) -> None:
-    """Refuse inputs of another shape than the export was traced with, naming the length."""
+def check_shapes(
+    expected: list[list[int | None]], inputs: tuple, seq_dim: int, seq_range: tuple[int, int | None] | None = None
+) -> None:
+    """Refuse inputs of another shape than the export serves, naming the length.
+
+    ``expected``: the traced shapes, ``None`` where a dim follows the sequence length (dynamic
+    exports); ``seq_range``: the inclusive ``(shortest, longest or None)`` lengths of a dynamic
+    export, None for a per-length one."""
     if len(inputs) != len(expected):
         raise ValueError(f"this export takes {len(expected)} input(s), got {len(inputs)}")
     for i, (want, t) in enumerate(zip(expected, inputs)):
         got = list(t.shape)
-        if got == want:
-            continue
-        if i == 0 and len(got) == len(want) and got[seq_dim] != want[seq_dim]:
-            raise ValueError(
-                f"this export supports sequence length {want[seq_dim]} only, got {got[seq_dim]} "
-                f"(input 0, dim {seq_dim}): {LENGTH_REASON}"
-            )
-        raise ValueError(f"input {i} must have shape {want} (the traced shape), got {got}")
+        if i == 0 and len(got) == len(want):
+            n = got[seq_dim]
+            if seq_range is not None and not (seq_range[0] <= n and (seq_range[1] is None or n <= seq_range[1])):
+                longest = "" if seq_range[1] is None else f" to {seq_range[1]}"
+                raise ValueError(
+                    f"this export supports sequence lengths {seq_range[0]}{longest}, got {n} (input 0, dim {seq_dim})"
+                )
+            if seq_range is None and n != want[seq_dim]:
+                raise ValueError(
+                    f"this export supports sequence length {want[seq_dim]} only, got {n} "
+                    f"(input 0, dim {seq_dim}): {LENGTH_REASON}"
+                )
+        if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want, got)):
+            shown = [("L" if w is None else w) for w in want]
+            raise ValueError(f"input {i} must have shape {shown} (the traced shape; L the sequence length), got {got}")

@@ -1,8 +1,9 @@
 """Export to ONNX (``torch.onnx.export(..., dynamo=True)``) and run with ONNX Runtime on the CPU.
 
-An export is valid for the input shapes it was traced with (see ``LENGTH_REASON``); the file's
-``metadata_props`` record them, and :class:`OnnxRunner` refuses any other length with a
-ValueError instead of running a wrong layout.
+An export is valid for the input shapes it was traced with (see ``LENGTH_REASON``), or, with
+``dynamic_length=True`` and band-form patterns, for a range of lengths; the file's
+``metadata_props`` record the shapes (and the range), and :class:`OnnxRunner` refuses any other
+length with a ValueError instead of running a wrong layout.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ._common import (
     check_model,
     check_path,
     check_shapes,
+    dynamic_min_length,
     missing_extra,
     portable_backend,
     seq_dim_of,
@@ -30,6 +32,7 @@ META_SHAPES = "sparseformer.input_shapes"
 META_SEQ_DIM = "sparseformer.seq_dim"
 META_SEQ_LEN = "sparseformer.seq_len"
 META_REASON = "sparseformer.length_reason"
+META_SEQ_RANGE = "sparseformer.seq_range"
 
 
 def to_onnx(
@@ -39,17 +42,24 @@ def to_onnx(
     *,
     seq_dim: int | None = None,
     opset_version: int = 18,
+    dynamic_length: bool = False,
+    max_length: int | None = None,
 ) -> Path:
     """Export ``model`` (in eval mode, sparse attention on the ``gather`` backend) to ``path``.
 
     Args:
         model: any ``nn.Module``: ``SparseTransformerEncoderLayer`` stacks, ``SparseMultiheadAttention``,
             ``SparseCausalLM``, or a dense baseline.
-        example_inputs: a tensor or tuple of tensors, passed positionally; their shapes are
-            the only shapes the export accepts.
+        example_inputs: a tensor or tuple of tensors, passed positionally.
         path: the ``.onnx`` file, written to a temporary name and renamed.
         seq_dim: the sequence dimension of the first input (default: 1 for the causal LM and
             ``batch_first`` modules, 0 for sequence-first ones).
+        dynamic_length: False (default): the file serves the example inputs' shapes only.
+            True: one file serves every length from :func:`dynamic_min_length` (the global
+            tokens must fit) to ``max_length`` (None: no upper bound); the other dims stay as
+            traced. The sequence dim is ``seq_dim`` of the first input and every dim of the other
+            inputs that has the example length. Needs band-form patterns (else ValueError).
+        max_length: the longest length of a dynamic export.
 
     Returns the path.
     """
@@ -59,21 +69,32 @@ def to_onnx(
     seq_dim = seq_dim_of(model) if seq_dim is None else seq_dim
     if not 0 <= seq_dim < inputs[0].dim():
         raise ValueError(f"seq_dim must index a dim of the first input (shape {tuple(inputs[0].shape)}), got {seq_dim}")
+    if not isinstance(dynamic_length, bool):
+        raise TypeError(f"dynamic_length must be a bool, got {type(dynamic_length).__name__}")
+    length = int(inputs[0].shape[seq_dim])
+    shapes: list[list[int | None]] = [list(t.shape) for t in inputs]
+    dynamic_shapes, seq_range = None, None
+    if dynamic_length:
+        seq_range = (dynamic_min_length(model), max_length)
+        dynamic_shapes, shapes = _dynamic_shapes(inputs, seq_dim, seq_range)
+    elif max_length is not None:
+        raise ValueError(f"max_length is for dynamic_length=True exports, got max_length={max_length}")
     training = model.training
     model.eval()
     try:
         with portable_backend(model), torch.no_grad():
             model(*inputs)  # compiles and caches the layouts, so the trace sees them as constants
-            program = torch.onnx.export(model, inputs, dynamo=True, opset_version=opset_version, verbose=False)
+            program = torch.onnx.export(
+                model, inputs, dynamo=True, opset_version=opset_version, verbose=False, dynamic_shapes=dynamic_shapes
+            )
     finally:
         model.train(training)
     proto = _fold_weights(program.model_proto)
-    meta = {
-        META_SHAPES: json.dumps([list(t.shape) for t in inputs]),
-        META_SEQ_DIM: str(seq_dim),
-        META_SEQ_LEN: str(inputs[0].shape[seq_dim]),
-        META_REASON: LENGTH_REASON,
-    }
+    meta = {META_SHAPES: json.dumps(shapes), META_SEQ_DIM: str(seq_dim), META_SEQ_LEN: str(length)}
+    if seq_range is None:
+        meta[META_REASON] = LENGTH_REASON
+    else:
+        meta[META_SEQ_RANGE] = json.dumps(list(seq_range))
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
 
@@ -83,6 +104,35 @@ def to_onnx(
         onnx.save(proto, str(tmp))
 
     return atomic_write(path, write)
+
+
+def _dynamic_shapes(
+    inputs: tuple[torch.Tensor, ...], seq_dim: int, seq_range: tuple[int, int | None]
+) -> tuple[tuple[dict, ...], list[list[int | None]]]:
+    """``torch.export`` dynamic shapes marking the sequence dims, and the shapes to record
+    (None at those dims)."""
+    shortest, longest = seq_range
+    length = int(inputs[0].shape[seq_dim])
+    if longest is not None and (isinstance(longest, bool) or not isinstance(longest, int)):
+        raise TypeError(f"max_length must be an int or None, got {type(longest).__name__}")
+    if not (shortest <= length and (longest is None or length <= longest)):
+        raise ValueError(
+            f"the example length {length} must lie in the export's range [{shortest}, {longest}] "
+            "(max_length, and the shortest length the patterns' global tokens allow)"
+        )
+    others = [n for d, n in enumerate(inputs[0].shape) if d != seq_dim]
+    if length in others:
+        raise ValueError(
+            f"the example length {length} equals another dim of input 0 (shape {tuple(inputs[0].shape)}); "
+            "use an example of another length so the sequence dim is unambiguous"
+        )
+    dim = torch.export.Dim("seq_len", min=shortest, max=longest)
+    spec, shapes = [], []
+    for i, t in enumerate(inputs):
+        dims = [seq_dim] if i == 0 else [d for d, n in enumerate(t.shape) if n == length]
+        spec.append({d: dim for d in dims} or None)
+        shapes.append([None if d in dims else n for d, n in enumerate(t.shape)])
+    return tuple(spec), shapes
 
 
 def _fold_weights(proto):
@@ -145,7 +195,10 @@ class OnnxRunner:
             opts.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         meta = self.session.get_modelmeta().custom_metadata_map
-        self.input_shapes: list[list[int]] | None = json.loads(meta[META_SHAPES]) if META_SHAPES in meta else None
+        self.input_shapes: list[list[int | None]] | None = (
+            json.loads(meta[META_SHAPES]) if META_SHAPES in meta else None
+        )
+        self.seq_range = tuple(json.loads(meta[META_SEQ_RANGE])) if META_SEQ_RANGE in meta else None
         self.seq_dim = int(meta.get(META_SEQ_DIM, 1))
         self.seq_len = int(meta[META_SEQ_LEN]) if META_SEQ_LEN in meta else None
         self.input_names = [i.name for i in self.session.get_inputs()]
@@ -153,7 +206,7 @@ class OnnxRunner:
     def __call__(self, *inputs):
         arrays = tuple(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x for x in inputs)
         if self.input_shapes is not None:
-            check_shapes(self.input_shapes, arrays, self.seq_dim)
+            check_shapes(self.input_shapes, arrays, self.seq_dim, self.seq_range)
         outs = self.session.run(None, dict(zip(self.input_names, arrays)))
         outs = tuple(torch.from_numpy(o) for o in outs)
         return outs[0] if len(outs) == 1 else outs

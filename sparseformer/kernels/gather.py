@@ -4,6 +4,8 @@ PyTorch ops only (index_select, matmul, softmax, where), so it runs on any devic
 autograd and exports with ``torch.export`` / ``torch.onnx.export``. Rows (a head's query tile)
 are processed in buckets of similar length (``BlockLayout.row_buckets``), so time and memory
 follow the number of visited tiles (at most twice it, with padding), never ``Lq * Lk``.
+Layouts of band form (``BlockLayout.band``: sliding windows plus global prefix tokens) run
+:func:`~sparseformer.kernels.band.band_attention` instead: contiguous K/V slices, no gathers.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from ..layout import BlockLayout, Bucket
-from .softmax import masked_softmax
+from .band import band_attention
+from .softmax import masked_attend
 
 
 def _tiles(x: torch.Tensor, n: int, bs: int) -> torch.Tensor:
@@ -46,7 +49,7 @@ def _bucket(qt, kt, vt, kpm, bucket: Bucket, table, layout: BlockLayout, hk_rati
         kpos = (tiles[:, :, None] * bs + torch.arange(bs, device=rows.device)).reshape(n, 1, r * bs)
         dist = (qpos[:, :, None] - kpos).abs().to(scores.dtype)  # [n, bs, R*bs]
         scores = scores - layout.slopes.to(scores.device, scores.dtype)[head][:, None, None] * dist
-    return masked_softmax(scores, keep, dropout_p) @ v  # [B, n, bs, Dv]
+    return masked_attend(scores, keep, v, dropout_p)  # [B, n, bs, Dv]
 
 
 def gather_attention(
@@ -59,6 +62,8 @@ def gather_attention(
     scale: float,
     dropout_p: float = 0.0,
 ) -> torch.Tensor:  # [B, H, Lq, Dv]
+    if layout.band is not None:
+        return band_attention(q, k, v, layout.band, key_padding_mask=key_padding_mask, scale=scale, dropout_p=dropout_p)
     b, h, lq, _ = q.shape
     hk, dv = k.shape[1], v.shape[-1]
     bs, nq, nk = layout.block_size, layout.nq, layout.nk

@@ -1,20 +1,30 @@
-"""Softmax over the attending keys only, shared by the PyTorch-op backends."""
+"""Softmax over the attending keys, then the values: shared by the PyTorch-op backends."""
 
 from __future__ import annotations
 
 import torch
 
 
-def masked_softmax(scores: torch.Tensor, keep: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
-    """``softmax`` of ``scores`` over the last dim restricted to ``keep`` (broadcastable bool).
+def drop_bias(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The additive score term of a keep mask: 0 where kept, half the dtype's lowest finite
+    value where dropped (keep-sized; adding it is cheaper in exported graphs than a select over
+    the scores). In a row that keeps anything a dropped score's ``exp`` is exactly 0; a row that
+    keeps nothing stays finite."""
+    return torch.zeros((), dtype=dtype, device=keep.device).masked_fill(~keep, torch.finfo(dtype).min / 2)
 
-    Dropped scores are set to the dtype's lowest finite value (not -inf), so a row that keeps
-    nothing stays finite, and it is then zeroed: all zeros, never NaN, in values and gradients.
-    In a row that keeps anything, ``exp(lowest - max)`` is exactly 0. With ``dropout_p > 0`` the
-    probabilities are dropped and rescaled like SDPA's.
-    """
-    s = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
-    p = torch.softmax(s, dim=-1) * keep.any(-1, keepdim=True)
+
+def attend(scores: torch.Tensor, v: torch.Tensor, seen: torch.Tensor | None, dropout_p: float = 0.0) -> torch.Tensor:
+    """``softmax(scores) @ v`` with rows where ``seen`` (bool, broadcastable to ``[..., Lq, 1]``)
+    is False set to zeros (values and gradients: never NaN); ``seen=None``: every row keeps a
+    key. With ``dropout_p > 0`` the probabilities are dropped and rescaled like SDPA's."""
+    p = torch.softmax(scores, dim=-1)
     if dropout_p > 0:
         p = torch.nn.functional.dropout(p, dropout_p)
-    return p
+    out = p @ v
+    return out if seen is None else out * seen
+
+
+def masked_attend(scores: torch.Tensor, keep: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
+    """``softmax(scores restricted to keep) @ v``; a row that keeps no key gives zeros.
+    ``scores [..., Lq, Lk]``, ``keep`` bool broadcastable to it, ``v [..., Lk, Dv]``."""
+    return attend(scores + drop_bias(keep, scores.dtype), v, keep.any(-1, keepdim=True), dropout_p)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attention import sparse_attention
+from ..attention import pattern_attention
 from ..patterns import Global, SlidingWindow
 from ..patterns.base import Pattern
 
@@ -54,9 +54,17 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (t.view(b, length, h, e // h).transpose(1, 2) for t in self.qkv(x).split(e, dim=-1))
         pos = torch.arange(length, device=x.device)
         q, k = rotate(q, pos, self.cfg.rope_base), rotate(k, pos, self.cfg.rope_base)
-        layout = self.cfg.pattern.compile(q_len=length, num_heads=h, block_size=self.cfg.block_size, causal=True)
         p = self.cfg.dropout if self.training else 0.0
-        y = sparse_attention(q, k, v, layout, dropout_p=p, backend=self.cfg.backend)  # [B, H, L, d]
+        y = pattern_attention(
+            q,
+            k,
+            v,
+            self.cfg.pattern,
+            block_size=self.cfg.block_size,
+            causal=True,
+            dropout_p=p,
+            backend=self.cfg.backend,
+        )  # [B, H, L, d]
         return self.proj(y.transpose(1, 2).reshape(b, length, e))
 
 

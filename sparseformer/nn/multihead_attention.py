@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attention import sparse_attention
+from ..attention import pattern_attention
 from ..kernels.reference import reference_attention
 from ..patterns.base import Pattern
 
@@ -114,8 +114,12 @@ class SparseMultiheadAttention(nn.Module):
             nn.init.constant_(self.in_proj_bias, 0.0)
             nn.init.constant_(self.out_proj.bias, 0.0)
 
-    def _project(self, query, key, value):
+    def _project(self, query, key, value, self_attention: bool):
         e = self.embed_dim
+        if self._qkv_same_embed_dim and self_attention:
+            # Self-attention: one linear on the packed weight (a constant weight for exporters,
+            # so XNNPACK and ONNX Runtime's quantizer take it whole), then split the output.
+            return F.linear(query, self.in_proj_weight, self.in_proj_bias).split(e, dim=-1)
         b = (None, None, None) if self.in_proj_bias is None else self.in_proj_bias.split(e)
         if self._qkv_same_embed_dim:
             w = self.in_proj_weight.split(e)
@@ -135,6 +139,7 @@ class SparseMultiheadAttention(nn.Module):
         is_causal: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         unbatched = query.dim() == 2
+        self_attention = query is key and key is value
         if unbatched:  # [L, E]
             query, key, value = query[None], key[None], value[None]
             key_padding_mask = None if key_padding_mask is None else key_padding_mask[None]
@@ -148,16 +153,19 @@ class SparseMultiheadAttention(nn.Module):
         lk = key.shape[1]
         causal = self.causal or causal_from_mask(attn_mask, is_causal, lq)
         keep = keep_mask(key_padding_mask, "key_padding_mask")
-        q, k, v = self._project(query, key, value)
+        q, k, v = self._project(query, key, value, self_attention)
         h, d = self.num_heads, self.head_dim
         q, k, v = (x.view(bsz, -1, h, d).transpose(1, 2) for x in (q, k, v))  # [B, H, L, d]
-        layout = self.pattern.compile(q_len=lq, num_heads=h, block_size=self.block_size, kv_len=lk, causal=causal)
         p = self.dropout if self.training else 0.0
-        out = sparse_attention(q, k, v, layout, key_padding_mask=keep, dropout_p=p, backend=self.backend)
+        out = pattern_attention(
+            q, k, v, self.pattern, block_size=self.block_size, causal=causal, key_padding_mask=keep, dropout_p=p,
+            backend=self.backend,
+        )  # fmt: skip
         out = self.out_proj(out.transpose(1, 2).reshape(bsz, lq, self.embed_dim))
         weights = None
         if need_weights:
             eye = torch.eye(lk, dtype=q.dtype, device=q.device).expand(bsz, h, lk, lk)
+            layout = self.pattern.compile(q_len=lq, num_heads=h, block_size=self.block_size, kv_len=lk, causal=causal)
             weights = reference_attention(q, k, eye, layout, key_padding_mask=keep, scale=d**-0.5)  # [B, H, Lq, Lk]
             weights = weights.mean(1) if average_attn_weights else weights
             if unbatched:

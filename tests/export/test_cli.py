@@ -19,3 +19,19 @@ def test_export_onnx_int8(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["encoder_L40.onnx", "encoder_L40_int8.onnx"]
     assert OnnxRunner(tmp_path / "encoder_L40_int8.onnx").seq_len == 40
     assert "encoder_L40_int8.onnx" in capsys.readouterr().out
+
+
+def test_export_onnx_dynamic(tmp_path, capsys):
+    ap = argparse.ArgumentParser()
+    add_parser_export(ap.add_subparsers())
+    small = ["--layers", "1", "--heads", "2", "--d-model", "32", "--ffn", "64", "--block-size", "16"]
+    args = ap.parse_args(
+        ["export", "--dynamic", "--max-length", "300", "--lengths", "40", "--out", str(tmp_path), *small]
+    )
+    assert args.func(args) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["encoder_dynamic.onnx"]
+    assert OnnxRunner(tmp_path / "encoder_dynamic.onnx").seq_range == (16, 300)
+    assert "L in [16, 300]" in capsys.readouterr().out
+    args = ap.parse_args(["export", "--dynamic", "--format", "executorch", "--out", str(tmp_path), *small])
+    assert args.func(args) == 2
+    assert "--dynamic is for --format onnx" in capsys.readouterr().err

@@ -1,9 +1,12 @@
 """ONNX export run by ONNX Runtime: parity with PyTorch, the per-length contract, atomic writes, int8."""
 
+import json
+
 import pytest
 import torch
 
 import sparseformer as sf
+from sparseformer import patterns as P
 from sparseformer.export import OnnxRunner, read_metadata, to_onnx
 from sparseformer.export.quantize import cosine, quantize_onnx
 
@@ -85,3 +88,62 @@ def test_bad_arguments(tmp_path):
         to_onnx(encoder(4, layers=1), (torch.randn(1, 40, 32),), tmp_path / "missing" / "x.onnx")
     with pytest.raises(ValueError, match="is not a file"):
         OnnxRunner(tmp_path / "nothing.onnx")
+
+
+def test_dynamic_length_encoder(tmp_path):
+    model = encoder(5)
+    path = to_onnx(model, (torch.randn(2, 70, 32),), tmp_path / "dyn.onnx", dynamic_length=True, max_length=200)
+    assert json.loads(read_metadata(path)["sparseformer.seq_range"]) == [16, 200]  # Global(blocks=1), block 16
+    runner = OnnxRunner(path)
+    g = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    for n in (16, 200, *torch.randint(17, 200, (3,), generator=g).tolist()):
+        x = torch.randn(2, n, 32)
+        with torch.no_grad():
+            torch.testing.assert_close(runner(x), model(x), atol=1e-4, rtol=1e-4)
+    for n in (15, 201):
+        with pytest.raises(ValueError, match=f"sequence lengths 16 to 200, got {n}"):
+            runner(torch.randn(2, n, 32))
+    with pytest.raises(ValueError, match="shape"):
+        runner(torch.randn(3, 50, 32))
+
+
+def test_dynamic_length_causal_lm_and_int8(tmp_path):
+    model = causal_lm(6)  # SlidingWindow(20, right=0) | Global(tokens=2): causal, token units
+    fp32 = to_onnx(model, (torch.randint(0, 256, (1, 45)),), tmp_path / "lm.onnx", dynamic_length=True)
+    int8 = quantize_onnx(fp32, tmp_path / "lm8.onnx")
+    runner, q = OnnxRunner(fp32), OnnxRunner(int8)
+    assert runner.seq_range == (2, None) and q.seq_range == (2, None)
+    for n in (2, 17, 130):
+        idx = torch.randint(0, 256, (1, n))
+        with torch.no_grad():
+            ref = model(idx)
+        torch.testing.assert_close(runner(idx), ref, atol=1e-4, rtol=1e-4)
+        assert cosine(q(idx), ref) >= 0.99
+    with pytest.raises(ValueError, match="sequence lengths 2, got 1"):
+        runner(torch.randint(0, 256, (1, 1)))
+
+
+def test_dynamic_length_needs_band_patterns(tmp_path):
+    torch.manual_seed(7)
+    layer = sf.nn.SparseTransformerEncoderLayer(
+        32, 4, 64, dropout=0.0, batch_first=True, pattern=P.BigBird(num_random_blocks=1), block_size=16
+    )
+    model = torch.nn.TransformerEncoder(layer, 1, enable_nested_tensor=False).eval()
+    with pytest.raises(ValueError, match=r"'layers.0.self_attn'.*band form.*per length"):
+        to_onnx(model, (torch.randn(1, 64, 32),), tmp_path / "x.onnx", dynamic_length=True)
+    runner = OnnxRunner(to_onnx(model, (torch.randn(1, 64, 32),), tmp_path / "x.onnx"))  # per length works
+    assert runner.seq_len == 64 and runner.seq_range is None
+    assert list(tmp_path.iterdir()) == [tmp_path / "x.onnx"]
+
+
+def test_dynamic_length_arguments(tmp_path):
+    model = encoder(8, layers=1)
+    with pytest.raises(ValueError, match="max_length is for dynamic_length=True"):
+        to_onnx(model, (torch.randn(1, 40, 32),), tmp_path / "x.onnx", max_length=100)
+    with pytest.raises(ValueError, match=r"example length 40 must lie in the export's range \[16, 30\]"):
+        to_onnx(model, (torch.randn(1, 40, 32),), tmp_path / "x.onnx", dynamic_length=True, max_length=30)
+    with pytest.raises(ValueError, match="equals another dim"):
+        to_onnx(model, (torch.randn(32, 32, 32),), tmp_path / "x.onnx", dynamic_length=True)
+    with pytest.raises(TypeError, match="dynamic_length"):
+        to_onnx(model, (torch.randn(1, 40, 32),), tmp_path / "x.onnx", dynamic_length="yes")
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,213 @@
+"""Band attention: sliding windows plus a prefix of global tokens, as contiguous K/V slices.
+
+The ``gather`` backend's path for the most common edge pattern (``SlidingWindow | Global``),
+written so that nothing in it depends on a compiled layout: every index is computed from the
+sequence length at run time, so ``torch.export`` keeps the length symbolic and one exported
+graph serves every length.
+
+A pattern has *band form* (:func:`band_of`) when it is a union of
+
+* window parts: ``SlidingWindow`` (token or block unit) and ``BlockLocal``, and
+* ``Global`` parts whose global set is a prefix of positions (``tokens=int`` and/or
+  ``blocks=int``),
+
+possibly intersected with ``Causal()``, and it is used for self-attention (``q_len == kv_len``,
+``q_offset == 0``, so query ``i`` sits at position ``i``). With ``G`` the global key prefix,
+``Gr`` the global query prefix (the horizontal ``Global`` parts) and ``W(i, j)`` the union of the
+window parts, the pair ``(i, j)`` attends iff
+
+    (W(i, j) or j < G or i < Gr) and (not causal or j <= i),   0 <= i, j < L.
+
+How it is computed (``bs`` the block size, ``n = ceil(L / bs)`` query tiles): query tile ``t``
+reads the ``w = wl + 1 + wr`` key tiles ``t - wl .. t + wr`` (one slice of the padded keys per
+offset, stacked) and the ``G`` global keys, in one softmax; keys ``j < G`` are taken from the
+global part only, never twice. A row that keeps no key (all padded) gives zeros. Rows ``i < Gr`` attend every key and are computed densely (``Gr``
+rows of ``L`` keys). Cost: ``L * (w * bs + G) + Gr * L`` scores; memory: ``w + G / bs`` copies of
+K and V.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..patterns.base import Pattern, Shape
+from ..patterns.block_local import BlockLocal
+from ..patterns.causal import Causal
+from ..patterns.compose import Intersection, Union
+from ..patterns.global_tokens import Global
+from ..patterns.sliding_window import SlidingWindow
+from .softmax import attend, drop_bias, masked_attend
+
+
+@dataclass(frozen=True)
+class Band:
+    """A band-form pattern resolved for one block size (see the module docstring)."""
+
+    windows: tuple[Pattern, ...]  # SlidingWindow and BlockLocal parts
+    global_keys: int  # G: keys [0, G) are global
+    global_rows: int  # Gr: queries [0, Gr) attend every key
+    causal: bool
+    block_size: int
+
+    @property
+    def reach(self) -> tuple[int, int]:
+        """``(wl, wr)``: key tiles before and after a query's own tile that a window can reach."""
+        bs, wl, wr = self.block_size, 0, 0
+        for p in self.windows:
+            if isinstance(p, SlidingWindow):
+                left, right = p.left, p._right
+                if p.unit == "token":
+                    left, right = math.ceil(left / bs), math.ceil(right / bs)
+            else:  # BlockLocal of size S: keys in the query's S-block
+                size = p.size or bs
+                left = right = size // bs - 1 if size % bs == 0 else 0 if bs % size == 0 else math.ceil((size - 1) / bs)
+            wl, wr = max(wl, left), max(wr, right)
+        return wl, 0 if self.causal else wr
+
+    @property
+    def tile_full(self) -> bool:
+        """Whether every pair of a query tile and a key tile in its reach attends (up to
+        conditions on the key alone): block-unit windows and ``BlockLocal`` of the block size,
+        not causal, at least one window."""
+        return (
+            bool(self.windows)
+            and not self.causal
+            and all(
+                (isinstance(p, SlidingWindow) and p.unit == "block")
+                or (isinstance(p, BlockLocal) and p.size in (None, self.block_size))
+                for p in self.windows
+            )
+        )
+
+    def min_length(self) -> int:
+        """Shortest sequence this band serves at a symbolic length (every global token present)."""
+        return max(2, self.global_keys, self.global_rows)
+
+    def pairs(self, i: torch.Tensor, j: torch.Tensor, length) -> torch.Tensor:
+        """Whether query ``i`` attends key ``j`` (broadcastable int tensors; the definition above)."""
+        glob = ((j < self.global_keys) | (i < self.global_rows)) & self._ok(i, j, length)
+        return self._window_pairs(i, j, length) | glob
+
+    def _ok(self, i: torch.Tensor, j: torch.Tensor, length) -> torch.Tensor:
+        ok = (j >= 0) & (j < length) & (i < length)
+        return ok & (j <= i) if self.causal else ok
+
+    def _window_pairs(self, i: torch.Tensor, j: torch.Tensor, length) -> torch.Tensor:
+        shape = Shape(length, length, 1, self.block_size, 0)  # window parts read only block_size
+        hit = torch.zeros(torch.broadcast_shapes(i.shape, j.shape), dtype=torch.bool, device=i.device)
+        for p in self.windows:
+            hit = hit | p._pairs(shape, 0, i, j)
+        return hit & self._ok(i, j, length)
+
+
+def band_of(pattern: Pattern, block_size: int, causal: bool = False) -> Band | None:
+    """The :class:`Band` of ``pattern`` compiled with this block size (and ``causal``), or None
+    when the pattern is not in band form."""
+    parts: tuple[Pattern, ...] = (pattern,)
+    if isinstance(pattern, Intersection):
+        rest = [p for p in pattern.parts if not isinstance(p, Causal)]
+        if len(rest) != 1:
+            return None
+        causal = True
+        parts = (rest[0],)
+    elif isinstance(pattern, Causal):
+        return None
+    if isinstance(parts[0], Union):
+        parts = parts[0].parts
+    windows, g_keys, g_rows = [], 0, 0
+    for p in parts:
+        if isinstance(p, (SlidingWindow, BlockLocal)):
+            windows.append(p)
+        elif isinstance(p, Global) and all(v is None or isinstance(v, int) for v in (p.tokens, p.blocks)):
+            g = max(p.tokens or 0, (p.blocks or 0) * block_size)
+            g_keys = max(g_keys, g)
+            g_rows = max(g_rows, g) if p.horizontal else g_rows
+        else:
+            return None
+    return Band(tuple(windows), g_keys, g_rows, causal, block_size)
+
+
+def _windows(x: torch.Tensor, n: int, bs: int, wl: int, wr: int) -> torch.Tensor:
+    """``[..., (n + wl + wr) * bs, C] -> [..., n, w*bs, C]``: for each query tile ``t`` the
+    (padded) key tiles ``t - wl .. t + wr``, one slice per offset, stacked."""
+    span = n * bs
+    tiles = [x[..., o * bs : o * bs + span, :].unflatten(-2, (n, bs)) for o in range(wl + wr + 1)]
+    return torch.stack(tiles, -3).flatten(-3, -2)
+
+
+def band_attention(
+    q: torch.Tensor,  # [B, H, L, D]
+    k: torch.Tensor,  # [B, Hk, L, D]
+    v: torch.Tensor,  # [B, Hk, L, Dv]
+    band: Band,
+    *,
+    key_padding_mask: torch.Tensor | None = None,  # bool [B, L], True = keep
+    scale: float,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:  # [B, H, L, Dv]
+    """Attention over the pairs of ``band`` (see the module docstring).
+
+    Conditions on the key alone (outside ``[0, L)``, padding, ``j < G`` in the window part) ride
+    in the score product as an extra column (``[q, 1] . [k, bias_j]``); conditions on the pair
+    (token windows, causal) add a ``[n, bs, w*bs + G]`` bias, only when the band has any
+    (``not band.tile_full``)."""
+    b, h, length, d = q.shape
+    hk, bs, dt, dev = k.shape[1], band.block_size, q.dtype, q.device
+    g = h // hk
+    n = (length + bs - 1) // bs
+    wl, wr = band.reach
+    gk, gr = min(band.global_keys, length), min(band.global_rows, length)
+    lp = (n + wl + wr) * bs  # padded key length: tile t's window starts at t * bs
+
+    jp = torch.arange(lp, device=dev) - wl * bs  # key index of each padded slot
+    valid = ((jp >= gk) & (jp < length))[None]  # [1 or B, Lp]: keys the window part may take
+    valid_g = torch.ones(1, gk, dtype=torch.bool, device=dev)  # [1 or B, G]
+    if key_padding_mask is not None:
+        valid = valid & F.pad(key_padding_mask, (wl * bs, lp - wl * bs - length))
+        valid_g = key_padding_mask[:, :gk]
+    pad = (0, 0, wl * bs, lp - wl * bs - length)
+    k_ext = torch.cat([F.pad(k, pad), drop_bias(valid, dt)[:, None, :, None].expand(b, hk, lp, 1)], -1)
+    kw, vw = _windows(k_ext, n, bs, wl, wr), _windows(F.pad(v, pad), n, bs, wl, wr)  # [B, Hk, n, w*bs, D+1 | Dv]
+    seen_keys = _windows(valid[:, None, :, None], n, bs, wl, wr)[:, 0, :, :, 0]  # [1 or B, n, w*bs]
+    if gk:  # the global keys join every tile's keys: G + w*bs keys per tile
+        kg = torch.cat([k[:, :, :gk], drop_bias(valid_g, dt)[:, None, :, None].expand(b, hk, gk, 1)], -1)
+        kw = torch.cat([kg[:, :, None].expand(-1, -1, n, -1, -1), kw], -2)
+        vw = torch.cat([v[:, :, None, :gk].expand(-1, -1, n, -1, -1), vw], -2)
+        seen_keys = torch.cat([valid_g[:, None].expand(-1, n, -1), seen_keys.expand(valid_g.shape[0], -1, -1)], -1)
+
+    qs = q.unflatten(1, (hk, g)) * scale  # [B, Hk, g, L, D]
+    q_ext = torch.cat([qs, torch.ones_like(qs[..., :1])], -1)
+    qt = F.pad(q_ext, (0, 0, 0, n * bs - length)).unflatten(-2, (n, bs))  # [B, Hk, g, n, bs, D+1]
+    scores = qt @ kw[:, :, None].transpose(-1, -2)  # [B, Hk, g, n, bs, G + w*bs], key terms included
+    seen = None
+    keep = seen_keys[:, None, None, :, None, :]  # [1 or B, 1, 1, n, 1, G + w*bs]
+    if not band.tile_full:
+        i = torch.arange(n * bs, device=dev).view(n, bs, 1)  # query index
+        j = (torch.arange(n, device=dev) - wl).view(n, 1, 1) * bs + torch.arange((wl + wr + 1) * bs, device=dev)
+        pairs = band._window_pairs(i, j, length)  # [n, bs, w*bs]
+        if gk:
+            pairs = torch.cat([band._ok(i, torch.arange(gk, device=dev), length), pairs], -1)
+        scores = scores + drop_bias(pairs, dt)
+        keep = keep & pairs
+    if key_padding_mask is not None or not band.windows:  # else every row keeps its own key
+        seen = keep.any(-1, keepdim=True)
+    out = attend(scores, vw[:, :, None], seen, dropout_p)  # [B, Hk, g, n, bs, Dv]
+    out = out.flatten(-3, -2)[..., :length, :]  # [B, Hk, g, L, Dv]
+    if gr:
+        out = torch.cat([_global_rows(qs[..., :gr, :], k, v, band, key_padding_mask, dropout_p), out[..., gr:, :]], -2)
+    return out.reshape(b, h, length, v.shape[-1])
+
+
+def _global_rows(qg, k, v, band: Band, key_padding_mask, dropout_p: float) -> torch.Tensor:
+    """Rows ``i < Gr``: every key (causal: ``j <= i``). ``qg [B, Hk, g, Gr, D]`` (scaled)."""
+    length = k.shape[-2]
+    i = torch.arange(qg.shape[-2], device=qg.device)[:, None]
+    keep = band._ok(i, torch.arange(length, device=qg.device)[None, :], length)  # [Gr, L]
+    if key_padding_mask is not None:
+        keep = keep & key_padding_mask[:, None, None, None, :]
+    scores = qg @ k[:, :, None].transpose(-1, -2)  # [B, Hk, g, Gr, L]
+    return masked_attend(scores, keep, v[:, :, None], dropout_p)
