@@ -170,8 +170,9 @@ def band_attention(
         valid = valid & F.pad(key_padding_mask, (wl * bs, lp - wl * bs - length))
         valid_g = key_padding_mask[:, :gk]
     pad = (0, 0, wl * bs, lp - wl * bs - length)
-    k_ext = torch.cat([F.pad(k, pad), drop_bias(valid, dt)[:, None, :, None].expand(b, hk, lp, 1)], -1)
-    kw, vw = _windows(k_ext, n, bs, wl, wr), _windows(F.pad(v, pad), n, bs, wl, wr)  # [B, Hk, n, w*bs, D+1 | Dv]
+    kp, vp = F.pad(k, pad), F.pad(v, pad)  # [B, Hk, Lp, D | Dv]
+    k_ext = torch.cat([kp, drop_bias(valid, dt)[:, None, :, None].expand(b, hk, lp, 1)], -1)
+    kw, vw = _windows(k_ext, n, bs, wl, wr), _windows(vp, n, bs, wl, wr)  # [B, Hk, n, w*bs, D+1 | Dv]
     seen_keys = _windows(valid[:, None, :, None], n, bs, wl, wr)[:, 0, :, :, 0]  # [1 or B, n, w*bs]
     if gk:  # the global keys join every tile's keys: G + w*bs keys per tile
         kg = torch.cat([k[:, :, :gk], drop_bias(valid_g, dt)[:, None, :, None].expand(b, hk, gk, 1)], -1)
@@ -198,7 +199,11 @@ def band_attention(
     out = attend(scores, vw[:, :, None], seen, dropout_p)  # [B, Hk, g, n, bs, Dv]
     out = out.flatten(-3, -2)[..., :length, :]  # [B, Hk, g, L, Dv]
     if gr:
-        out = torch.cat([_global_rows(qs[..., :gr, :], k, v, band, key_padding_mask, dropout_p), out[..., gr:, :]], -2)
+        # The keys of the padded copies (a plain [L, D] operand, which exporters fuse into the product).
+        kk, vv = kp[..., wl * bs : wl * bs + length, :], vp[..., wl * bs : wl * bs + length, :]
+        out = torch.cat(
+            [_global_rows(qs[..., :gr, :], kk, vv, band, key_padding_mask, dropout_p), out[..., gr:, :]], -2
+        )
     return out.reshape(b, h, length, v.shape[-1])
 
 
