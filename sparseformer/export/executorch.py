@@ -8,6 +8,7 @@ method's own input metadata), and :class:`ExecuTorchRunner` refuses any other le
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -36,14 +37,81 @@ def _lower(exported: torch.export.ExportedProgram, constants: dict[str, int]) ->
     return edge.to_executorch().buffer
 
 
+def _attr(root: nn.Module, target: str):
+    return functools.reduce(getattr, target.split("."), root) if target else root
+
+
+def _keeps_at_run_time(node: torch.fx.Node) -> bool:
+    """Ops never folded: side effects, random draws, and dequantize (an int8 weight followed by
+    its dequantize is the pattern that XNNPACK lowers to an int8 linear)."""
+    target = node.target
+    if node.is_impure() or "dequantize" in getattr(target, "__name__", str(target)):
+        return True
+    return isinstance(target, torch._ops.OpOverload) and torch.Tag.nondeterministic_seeded in target.tags
+
+
+def fold_constants(graph: torch.fx.GraphModule, inputs: tuple[torch.Tensor, ...]) -> torch.export.ExportedProgram:
+    """Export ``graph`` (an unlifted ``ExportedProgram.module()``) with every subgraph that does
+    not depend on the inputs (it reads only parameters, buffers and constants, or nothing, like
+    an ``arange``) evaluated once, here, and stored as a constant.
+
+    XNNPACK delegates an op only when its weights are constants, and whatever it leaves behind
+    runs on ExecuTorch's portable kernels at every call: the sparse attention's keep masks and
+    tile indices are computed from the sequence length and the layout's constant tensors, and a
+    parameter sliced or transposed at run time would keep its linear layer out of the delegate.
+    Each folded constant is a fresh contiguous copy: a view would carry its base's whole
+    storage into the ``.pte``.
+    """
+    values: dict[torch.fx.Node, object] = {}
+    output = graph.graph.output_node()
+    # A buffer that the graph writes (a cache, running statistics) is state, not a constant.
+    mutated = {n.target for n in graph.graph.find_nodes(op="get_attr") if any(u.is_impure() for u in n.users)}
+    with torch.no_grad():
+        for node in graph.graph.nodes:
+            if node.op == "get_attr":
+                value = _attr(graph, node.target)
+                if isinstance(value, torch.Tensor) and node.target not in mutated:
+                    values[node] = value
+            elif node.op == "call_function" and not _keeps_at_run_time(node):
+                deps = node.all_input_nodes
+                if all(d in values for d in deps):
+                    args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), values.__getitem__)
+                    values[node] = node.target(*args, **kwargs)
+        folded = 0
+        for node, value in values.items():
+            users = [u for u in node.users if u not in values]
+            if node.op == "get_attr" or not isinstance(value, torch.Tensor) or not users or output in users:
+                continue
+            name = f"_folded_constant{folded}"
+            folded += 1
+            graph.register_buffer(name, value.detach().clone(memory_format=torch.contiguous_format))
+            with graph.graph.inserting_before(node):
+                const = graph.graph.get_attr(name)
+            const.meta.update(node.meta)
+            node.replace_all_uses_with(const, delete_user_cb=lambda user: user not in values)
+    graph.graph.eliminate_dead_code()
+    for node in graph.graph.find_nodes(op="get_attr"):
+        if not node.users:
+            graph.graph.erase_node(node)
+    used = {node.target for node in graph.graph.find_nodes(op="get_attr")}
+    for name, _ in [*graph.named_parameters(remove_duplicate=False), *graph.named_buffers(remove_duplicate=False)]:
+        if name not in used:  # folded away: not exported, not stored
+            owner, _, leaf = name.rpartition(".")
+            delattr(_attr(graph, owner) if owner else graph, leaf)
+    graph.delete_all_unused_submodules()
+    graph.recompile()
+    return torch.export.export(graph, inputs)
+
+
 def export_program(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.export.ExportedProgram:
-    """``torch.export`` of ``model`` in eval mode with sparse attention on ``gather``."""
+    """``torch.export`` of ``model`` in eval mode with sparse attention on ``gather``, constant
+    subgraphs folded (:func:`fold_constants`)."""
     training = model.training
     model.eval()
     try:
         with portable_backend(model), torch.no_grad():
             model(*inputs)  # compiles and caches the layouts, so the trace sees them as constants
-            return torch.export.export(model, inputs)
+            return fold_constants(torch.export.export(model, inputs).module(), inputs)
     finally:
         model.train(training)
 

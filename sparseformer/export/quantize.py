@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ._common import atomic_write, check_inputs, check_model, check_path, missing_extra, portable_backend
-from .executorch import to_executorch
+from .executorch import fold_constants, to_executorch
 
 
 def quantize_eager(model: nn.Module) -> nn.Module:
@@ -95,7 +95,7 @@ def to_executorch_int8(
             )
             prepared = prepare_pt2e(graph, quantizer)
             prepared(*inputs)
-            exported = torch.export.export(convert_pt2e(prepared), inputs)
+            exported = fold_constants(convert_pt2e(prepared), inputs)
     finally:
         model.train(training)
     return to_executorch(model, inputs, path, seq_dim=seq_dim, exported=exported)

@@ -3,8 +3,12 @@ contract, atomic writes."""
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from sparseformer.export import ExecuTorchRunner, to_executorch
+from sparseformer.export._common import portable_backend
+from sparseformer.export.executorch import export_program, fold_constants
 
 from .conftest import encoder
 
@@ -39,3 +43,54 @@ def test_interrupted_export_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         to_executorch(encoder(12, layers=1), (torch.randn(1, 40, 32),), tmp_path / "x.pte")
     assert list(tmp_path.iterdir()) == []
+
+
+def _input_dependent(program: torch.export.ExportedProgram) -> set:
+    """Nodes of ``program`` whose value depends on a user input."""
+    user = set(program.graph_signature.user_inputs)
+    dep = {n for n in program.graph.nodes if n.op == "placeholder" and n.name in user}
+    for n in program.graph.nodes:
+        if n.op == "call_function" and any(a in dep for a in n.all_input_nodes):
+            dep.add(n)
+    return dep
+
+
+def test_export_folds_every_constant_subgraph():
+    # The gather backend's masks and indices and any op on parameters alone would otherwise run
+    # on ExecuTorch's portable kernels at every call (and a sliced weight keeps a linear layer
+    # out of the XNNPACK delegate).
+    model = encoder(14, layers=2)
+    x = (torch.randn(1, 80, 32),)
+    with portable_backend(model), torch.no_grad():
+        raw = torch.export.export(model, x)
+    assert any(n.op == "call_function" and n not in _input_dependent(raw) for n in raw.graph.nodes)
+    program = export_program(model, x)
+    dep = _input_dependent(program)
+    assert [n for n in program.graph.nodes if n.op == "call_function" and n not in dep] == []
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(*x), model(*x), atol=1e-5, rtol=1e-5)
+
+
+class _SlicedWeight(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(256, 16))
+        self.register_buffer("steps", torch.zeros(()))
+
+    def forward(self, x):
+        self.steps.add_(1)  # state: must not be folded
+        return F.linear(x, self.weight[:8].t().contiguous().t()) + self.steps
+
+
+def test_fold_constants_copies_views_and_keeps_state():
+    model = _SlicedWeight()
+    x = torch.randn(3, 16)
+    program = fold_constants(torch.export.export(model, (x,)).module(), (x,))
+    consts = {**program.state_dict, **program.constants}
+    assert "weight" not in consts  # only the folded slice is kept
+    (folded,) = (t for name, t in consts.items() if name.startswith("_folded_constant"))
+    assert folded.shape == (8, 16)
+    assert folded.untyped_storage().nbytes() == folded.numel() * folded.element_size()  # a copy, not a view
+    run = program.module()
+    torch.testing.assert_close(run(x), x @ model.weight[:8].detach().t() + 1)
+    torch.testing.assert_close(run(x), x @ model.weight[:8].detach().t() + 2)  # the buffer still counts
