@@ -3,6 +3,7 @@
 latency, file size fp32 vs int8, int8 quality, peak RSS. Prints the markdown tables of docs/edge.md.
 
     .venv/bin/python benchmarks/edge_encoder.py [--lengths 1024 2048 4096] [--formats onnx executorch] [--threads 2]
+        [--dynamic]   # the sparse ONNX model as one dynamic-length file
 
 The dense baseline is PyTorch's own nn.TransformerEncoderLayer with the same weights, exported by
 the same function. Each latency is measured in a fresh child process (which also gives the peak
@@ -108,6 +109,12 @@ def main() -> int:
     ap.add_argument("--skip-int8", action="store_true", help="fp32 only")
     ap.add_argument("--rounds", type=int, default=2, help="child processes per file, interleaved")
     ap.add_argument("--keep", help="folder to keep the exported files in (default: a temporary one)")
+    ap.add_argument(
+        "--dynamic",
+        action="store_true",
+        help="onnx: export the sparse model once, dynamic_length=True up to max(--lengths), traced at the "
+        "shortest, and time that one file at every length (the dense model stays per length)",
+    )
     ap.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -123,6 +130,11 @@ def main() -> int:
     tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="edge_bench_"))
     tmp.mkdir(parents=True, exist_ok=True)
     rows = []
+    if args.dynamic:  # one sparse file for every length (its own fp32 and int8 files)
+        x = (torch.randn(1, min(args.lengths), D),)
+        dyn = to_onnx(sparse, x, tmp / "sparse_dynamic.onnx", dynamic_length=True, max_length=max(args.lengths))
+        if not args.skip_int8:
+            quantize.quantize_onnx(dyn, tmp / "sparse_dynamic_int8.onnx")
     jobs = [(k, L) for L in args.lengths for k in args.formats]
     for kind, L in tqdm(jobs, desc="export+run", file=sys.stderr):
         x = (torch.randn(1, L, D),)
@@ -130,6 +142,11 @@ def main() -> int:
         files = {}
         for name, model in (("sparse", sparse), ("dense", dense)):
             f32, i8 = tmp / f"{name}_L{L}.{ext}", tmp / f"{name}_L{L}_int8.{ext}"
+            if args.dynamic and kind == "onnx" and name == "sparse":
+                files[name, "fp32"] = tmp / "sparse_dynamic.onnx"
+                if not args.skip_int8:
+                    files[name, "int8"] = tmp / "sparse_dynamic_int8.onnx"
+                continue
             (to_onnx if kind == "onnx" else to_executorch)(model, x, f32)
             files[name, "fp32"] = f32
             if not args.skip_int8:
@@ -161,7 +178,7 @@ def main() -> int:
                 }
             )  # fmt: skip
         if not args.keep:
-            for f in set(files.values()):
+            for f in set(files.values()) - {tmp / "sparse_dynamic.onnx", tmp / "sparse_dynamic_int8.onnx"}:
                 f.unlink()
     report(rows, args)
     return 0
@@ -180,6 +197,8 @@ def flop_bound(length: int) -> float:
 
 def report(rows: list[dict], args) -> None:
     by = {(r["kind"], r["L"], r["model"]): r for r in rows}
+    if args.dynamic:
+        print("Sparse ONNX: one dynamic-length export (dynamic_length=True) timed at every length.\n")
     print(f"Encoder 6x(384, 12 heads, FFN 1536), batch 1, {args.threads} threads, best of {args.repeat} runs x "
           f"{args.rounds} interleaved rounds; "
           f"sparse = SlidingWindow(1, unit='block') | Global(blocks=1), block 64. FLOP bound: the speed-up if "
