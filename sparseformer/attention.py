@@ -184,7 +184,9 @@ def pattern_attention(
     if not isinstance(causal, bool):
         raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
     resolved = pick_backend(q, dropout_p) if backend == "auto" else backend
-    band = band_of(pattern, block_size, causal) if resolved == "gather" and q.shape[2] == k.shape[2] else None
+    band = None
+    if resolved == "gather" and q.dim() == 4 and k.dim() == 4 and q.shape[2] == k.shape[2]:
+        band = band_of(pattern, block_size, causal, q.shape[1])
     if band is None:
         layout = pattern.compile(
             q_len=q.shape[2], num_heads=q.shape[1], block_size=block_size, kv_len=k.shape[2], causal=causal

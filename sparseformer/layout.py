@@ -100,16 +100,14 @@ class BlockLayout:
 
     @cached_property
     def band(self):
-        """The layout as a :class:`~sparseformer.kernels.band.Band` (sliding windows plus a prefix
-        of global tokens, self-attention, no score terms), or None: backends that batch rows use
+        """The layout as a :class:`~sparseformer.kernels.band.Band` (sliding windows and truncated
+        decays plus a prefix of global tokens, self-attention, no sampled blocks), or None: backends that batch rows use
         contiguous slices for such layouts instead of gathered tiles."""
         from .kernels.band import band_of
 
-        if self.pattern is None or self.q_len != self.kv_len or self.q_offset:
+        if self.pattern is None or self.q_len != self.kv_len or self.q_offset or self.log_weight is not None:
             return None
-        if self.slopes is not None or self.log_weight is not None:
-            return None
-        return band_of(self.pattern, self.block_size, self.causal)
+        return band_of(self.pattern, self.block_size, self.causal, self.num_heads)
 
     def __repr__(self) -> str:
         return (

@@ -22,8 +22,8 @@ LENGTH_REASON = (
 
 #: Why a dynamic-length export is refused for a pattern.
 DYNAMIC_REASON = (
-    "dynamic_length needs every sparse attention to be in band form (sliding windows and "
-    "BlockLocal, plus global prefix tokens: sparseformer.kernels.band.band_of), whose indices are "
+    "dynamic_length needs every sparse attention to be in band form (sliding windows, BlockLocal "
+    "and truncated DistanceDecay, plus global prefix tokens: sparseformer.kernels.band.band_of), whose indices are "
     "computed from the length at run time; other patterns bake a compiled layout into the graph, "
     "so export them per length (dynamic_length=False)"
 )
@@ -67,17 +67,17 @@ def seq_dim_of(model: nn.Module) -> int:
     return 1
 
 
-def sparse_attentions(model: nn.Module) -> Iterator[tuple[str, Pattern, int, bool]]:
-    """``(module name, pattern, block_size, causal)`` of every sparse self-attention in ``model``:
-    ``SparseMultiheadAttention`` modules and the causal LM's attention (always causal)."""
+def sparse_attentions(model: nn.Module) -> Iterator[tuple[str, Pattern, int, bool, int]]:
+    """``(module name, pattern, block_size, causal, num_heads)`` of every sparse self-attention in
+    ``model``: ``SparseMultiheadAttention`` modules and the causal LM's attention (always causal)."""
     from ..nn.causal_lm import CausalSelfAttention
     from ..nn.multihead_attention import SparseMultiheadAttention
 
     for name, m in model.named_modules():
         if isinstance(m, SparseMultiheadAttention):
-            yield name, m.pattern, m.block_size, m.causal
+            yield name, m.pattern, m.block_size, m.causal, m.num_heads
         elif isinstance(m, CausalSelfAttention):
-            yield name, m.cfg.pattern, m.cfg.block_size, True
+            yield name, m.cfg.pattern, m.cfg.block_size, True, m.cfg.n_heads
 
 
 def dynamic_min_length(model: nn.Module) -> int:
@@ -86,8 +86,8 @@ def dynamic_min_length(model: nn.Module) -> int:
     from ..kernels.band import band_of
 
     shortest = 2
-    for name, pattern, block_size, causal in sparse_attentions(model):
-        band = band_of(pattern, block_size, causal)
+    for name, pattern, block_size, causal, heads in sparse_attentions(model):
+        band = band_of(pattern, block_size, causal, heads)
         if band is None:
             raise ValueError(f"module {name!r} has pattern {pattern!r}: {DYNAMIC_REASON}")
         shortest = max(shortest, band.min_length())

@@ -7,7 +7,9 @@ graph serves every length.
 
 A pattern has *band form* (:func:`band_of`) when it is a union of
 
-* window parts: ``SlidingWindow`` (token or block unit) and ``BlockLocal``, and
+* window parts: ``SlidingWindow`` (token or block unit), ``BlockLocal`` and truncated
+  ``DistanceDecay`` (``eps`` set; its score bias ``-rate[h] * |i - j|`` applies to every kept
+  pair, as in any composition), and
 * ``Global`` parts whose global set is a prefix of positions (``tokens=int`` and/or
   ``blocks=int``),
 
@@ -38,6 +40,7 @@ from ..patterns.base import Pattern, Shape
 from ..patterns.block_local import BlockLocal
 from ..patterns.causal import Causal
 from ..patterns.compose import Intersection, Union
+from ..patterns.distance_decay import DistanceDecay
 from ..patterns.global_tokens import Global
 from ..patterns.sliding_window import SlidingWindow
 from .softmax import attend, drop_bias, masked_attend
@@ -45,13 +48,20 @@ from .softmax import attend, drop_bias, masked_attend
 
 @dataclass(frozen=True)
 class Band:
-    """A band-form pattern resolved for one block size (see the module docstring)."""
+    """A band-form pattern resolved for one block size and number of heads (see the module
+    docstring)."""
 
-    windows: tuple[Pattern, ...]  # SlidingWindow and BlockLocal parts
+    windows: tuple[Pattern, ...]  # SlidingWindow, BlockLocal and truncated DistanceDecay parts
     global_keys: int  # G: keys [0, G) are global
     global_rows: int  # Gr: queries [0, Gr) attend every key
     causal: bool
     block_size: int
+    num_heads: int
+    slopes: tuple[float, ...] | None = None  # per head: score bias -slopes[h] * |i - j| on every pair
+
+    @property
+    def _shape(self) -> Shape:
+        return Shape(0, 0, self.num_heads, self.block_size, 0)  # window parts read heads and block size
 
     @property
     def reach(self) -> tuple[int, int]:
@@ -62,6 +72,8 @@ class Band:
                 left, right = p.left, p._right
                 if p.unit == "token":
                     left, right = math.ceil(left / bs), math.ceil(right / bs)
+            elif isinstance(p, DistanceDecay):
+                left = right = math.ceil(max(p._widths(self._shape)) / bs)
             else:  # BlockLocal of size S: keys in the query's S-block
                 size = p.size or bs
                 left = right = size // bs - 1 if size % bs == 0 else 0 if bs % size == 0 else math.ceil((size - 1) / bs)
@@ -71,8 +83,8 @@ class Band:
     @property
     def tile_full(self) -> bool:
         """Whether every pair of a query tile and a key tile in its reach attends (up to
-        conditions on the key alone): block-unit windows and ``BlockLocal`` of the block size,
-        not causal, at least one window."""
+        conditions on the key alone) with no score term: block-unit windows and ``BlockLocal`` of
+        the block size, not causal, at least one window."""
         return (
             bool(self.windows)
             and not self.causal
@@ -83,12 +95,18 @@ class Band:
             )
         )
 
+    @property
+    def per_head(self) -> bool:
+        """Whether the window pairs differ between heads (decay widths per head)."""
+        return any(isinstance(p, DistanceDecay) and len(set(p._widths(self._shape))) > 1 for p in self.windows)
+
     def min_length(self) -> int:
         """Shortest sequence this band serves at a symbolic length (every global token present)."""
         return max(2, self.global_keys, self.global_rows)
 
     def pairs(self, i: torch.Tensor, j: torch.Tensor, length) -> torch.Tensor:
-        """Whether query ``i`` attends key ``j`` (broadcastable int tensors; the definition above)."""
+        """Whether query ``i`` attends key ``j`` (broadcastable int tensors; the definition above),
+        with a leading head dim (``num_heads`` if :attr:`per_head`, else 1)."""
         glob = ((j < self.global_keys) | (i < self.global_rows)) & self._ok(i, j, length)
         return self._window_pairs(i, j, length) | glob
 
@@ -97,16 +115,23 @@ class Band:
         return ok & (j <= i) if self.causal else ok
 
     def _window_pairs(self, i: torch.Tensor, j: torch.Tensor, length) -> torch.Tensor:
-        shape = Shape(length, length, 1, self.block_size, 0)  # window parts read only block_size
-        hit = torch.zeros(torch.broadcast_shapes(i.shape, j.shape), dtype=torch.bool, device=i.device)
+        """``bool [H or 1, *broadcast(i, j)]``: the union of the window parts, in range."""
+        heads = range(self.num_heads) if self.per_head else range(1)
+        hit = torch.zeros(len(heads), *torch.broadcast_shapes(i.shape, j.shape), dtype=torch.bool, device=i.device)
         for p in self.windows:
-            hit = hit | p._pairs(shape, 0, i, j)
+            hit = hit | torch.stack([p._pairs(self._shape, h, i, j) for h in heads])
         return hit & self._ok(i, j, length)
 
+    def _bias(self, i: torch.Tensor, j: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """``-slopes[h] * |i - j|``, ``[H, *broadcast(i, j)]``."""
+        slopes = torch.tensor(self.slopes, dtype=dtype, device=i.device)
+        dist = (i - j).abs().to(dtype)
+        return -slopes.view(-1, *([1] * dist.dim())) * dist
 
-def band_of(pattern: Pattern, block_size: int, causal: bool = False) -> Band | None:
-    """The :class:`Band` of ``pattern`` compiled with this block size (and ``causal``), or None
-    when the pattern is not in band form."""
+
+def band_of(pattern: Pattern, block_size: int, causal: bool = False, num_heads: int = 1) -> Band | None:
+    """The :class:`Band` of ``pattern`` compiled with this block size, ``causal`` and number of
+    heads, or None when the pattern is not in band form."""
     parts: tuple[Pattern, ...] = (pattern,)
     if isinstance(pattern, Intersection):
         rest = [p for p in pattern.parts if not isinstance(p, Causal)]
@@ -118,17 +143,22 @@ def band_of(pattern: Pattern, block_size: int, causal: bool = False) -> Band | N
         return None
     if isinstance(parts[0], Union):
         parts = parts[0].parts
-    windows, g_keys, g_rows = [], 0, 0
+    windows, g_keys, g_rows, slopes = [], 0, 0, None
+    shape = Shape(0, 0, num_heads, block_size, 0)
     for p in parts:
         if isinstance(p, (SlidingWindow, BlockLocal)):
             windows.append(p)
+        elif isinstance(p, DistanceDecay) and p.eps is not None:
+            windows.append(p)
+            rates = p._rates(shape)
+            slopes = rates if slopes is None else tuple(a + b for a, b in zip(slopes, rates))
         elif isinstance(p, Global) and all(v is None or isinstance(v, int) for v in (p.tokens, p.blocks)):
             g = max(p.tokens or 0, (p.blocks or 0) * block_size)
             g_keys = max(g_keys, g)
             g_rows = max(g_rows, g) if p.horizontal else g_rows
         else:
             return None
-    return Band(tuple(windows), g_keys, g_rows, causal, block_size)
+    return Band(tuple(windows), g_keys, g_rows, causal, block_size, num_heads, slopes)
 
 
 def _windows(x: torch.Tensor, n: int, bs: int, wl: int, wr: int) -> torch.Tensor:
@@ -152,9 +182,9 @@ def band_attention(
     """Attention over the pairs of ``band`` (see the module docstring).
 
     Conditions on the key alone (outside ``[0, L)``, padding, ``j < G`` in the window part) ride
-    in the score product as an extra column (``[q, 1] . [k, bias_j]``); conditions on the pair
-    (token windows, causal) add a ``[n, bs, w*bs + G]`` bias, only when the band has any
-    (``not band.tile_full``)."""
+    in the score product as an extra column (``[q, 1] . [k, bias_j]``); conditions and score terms
+    on the pair (token windows, causal, decay) add a ``[n, bs, G + w*bs]`` bias (per head for
+    decay), only when the band has any (``not band.tile_full``)."""
     b, h, length, d = q.shape
     hk, bs, dt, dev = k.shape[1], band.block_size, q.dtype, q.device
     g = h // hk
@@ -189,10 +219,16 @@ def band_attention(
     if not band.tile_full:
         i = torch.arange(n * bs, device=dev).view(n, bs, 1)  # query index
         j = (torch.arange(n, device=dev) - wl).view(n, 1, 1) * bs + torch.arange((wl + wr + 1) * bs, device=dev)
-        pairs = band._window_pairs(i, j, length)  # [n, bs, w*bs]
+        pairs = band._window_pairs(i, j, length)  # [H or 1, n, bs, w*bs]
         if gk:
-            pairs = torch.cat([band._ok(i, torch.arange(gk, device=dev), length), pairs], -1)
-        scores = scores + drop_bias(pairs, dt)
+            jg = torch.arange(gk, device=dev).expand(n, 1, gk)
+            pairs = torch.cat([band._ok(i, jg, length).expand(pairs.shape[0], -1, -1, -1), pairs], -1)
+            j = torch.cat([jg, j.expand(n, 1, -1)], -1)  # [n, 1, G + w*bs]
+        pairs = pairs.view(hk, g, n, bs, -1) if band.per_head else pairs[0]  # [Hk, g, n, bs, K] or [n, bs, K]
+        bias = drop_bias(pairs, dt)
+        if band.slopes is not None:
+            bias = bias + band._bias(i, j, dt).view(hk, g, n, bs, -1)
+        scores = scores + bias
         keep = keep & pairs
     if key_padding_mask is not None or not band.windows:  # else every row keeps its own key
         seen = keep.any(-1, keepdim=True)
@@ -215,4 +251,8 @@ def _global_rows(qg, k, v, band: Band, key_padding_mask, dropout_p: float) -> to
     if key_padding_mask is not None:
         keep = keep & key_padding_mask[:, None, None, None, :]
     scores = qg @ k[:, :, None].transpose(-1, -2)  # [B, Hk, g, Gr, L]
+    if band.slopes is not None:
+        scores = scores + band._bias(i, torch.arange(length, device=qg.device)[None, :], qg.dtype).view(
+            *qg.shape[1:3], -1, length
+        )
     return masked_attend(scores, keep, v[:, :, None], dropout_p)

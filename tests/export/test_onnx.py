@@ -147,3 +147,16 @@ def test_dynamic_length_arguments(tmp_path):
     with pytest.raises(TypeError, match="dynamic_length"):
         to_onnx(model, (torch.randn(1, 40, 32),), tmp_path / "x.onnx", dynamic_length="yes")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_dynamic_length_distance_decay(tmp_path):
+    torch.manual_seed(9)
+    pattern = P.DistanceDecay((0.05, 0.1, 0.3, 0.6), eps=1e-2) | P.Global(tokens=1)  # per-head widths 92, 46, 15, 7
+    mha = sf.nn.SparseMultiheadAttention(32, 4, pattern=pattern, block_size=16, batch_first=True).eval()
+    x = torch.randn(1, 50, 32)
+    runner = OnnxRunner(to_onnx(mha, (x, x, x), tmp_path / "decay.onnx", dynamic_length=True))
+    for n in (2, 31, 180):
+        x = torch.randn(1, n, 32)
+        out = runner(x, x, x)  # need_weights=False: the weights output (None) is not exported
+        with torch.no_grad():
+            torch.testing.assert_close(out, mha(x, x, x)[0], atol=1e-4, rtol=1e-4)
