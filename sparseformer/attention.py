@@ -171,12 +171,14 @@ def pattern_attention(
     kv_len=Lk, causal=causal), ...)``: what the modules call.
 
     One difference: self-attention (``Lq == Lk``) with a band-form pattern
-    (:func:`~sparseformer.kernels.band.band_of`: sliding windows plus global prefix tokens) on
+    (:func:`~sparseformer.kernels.band.band_of`: sliding windows and truncated decays plus global
+    prefix tokens) on
     the ``gather`` backend runs :func:`~sparseformer.kernels.band.band_attention` without
     compiling a layout, so a traced graph (``torch.export``) keeps the length symbolic.
     """
     from .kernels.band import band_attention, band_of
 
+    _check_inputs(q, k, v, key_padding_mask, dropout_p, scale)
     if not isinstance(pattern, Pattern):
         raise TypeError(f"pattern must be a sparseformer Pattern, got {type(pattern).__name__}")
     _check_backend(backend)
@@ -184,9 +186,9 @@ def pattern_attention(
     if not isinstance(causal, bool):
         raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
     resolved = pick_backend(q, dropout_p) if backend == "auto" else backend
-    band = None
-    if resolved == "gather" and q.dim() == 4 and k.dim() == 4 and q.shape[2] == k.shape[2]:
-        band = band_of(pattern, block_size, causal, q.shape[1])
+    band = (
+        band_of(pattern, block_size, causal, q.shape[1]) if resolved == "gather" and q.shape[2] == k.shape[2] else None
+    )
     if band is None:
         layout = pattern.compile(
             q_len=q.shape[2], num_heads=q.shape[1], block_size=block_size, kv_len=k.shape[2], causal=causal
@@ -194,6 +196,5 @@ def pattern_attention(
         return sparse_attention(
             q, k, v, layout, key_padding_mask=key_padding_mask, dropout_p=dropout_p, scale=scale, backend=backend
         )
-    _check_inputs(q, k, v, key_padding_mask, dropout_p, scale)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     return band_attention(q, k, v, band, key_padding_mask=key_padding_mask, scale=scale, dropout_p=dropout_p)

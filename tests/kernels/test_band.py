@@ -172,3 +172,5 @@ def test_pattern_attention_errors():
         sf.pattern_attention(q, q, q, P.BlockLocal(), backend="fast")
     with pytest.raises(ValueError, match="k's head dim"):
         sf.pattern_attention(q, torch.randn(1, 2, 20, 4), q, P.BlockLocal(), backend="gather")
+    with pytest.raises(TypeError, match="q must be a torch.Tensor"):
+        sf.pattern_attention("q", q, q, P.BlockLocal())
