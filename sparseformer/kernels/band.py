@@ -18,12 +18,15 @@ possibly intersected with ``Causal()``, and it is used for self-attention (``q_l
 ``Gr`` the global query prefix (the horizontal ``Global`` parts) and ``W(i, j)`` the union of the
 window parts, the pair ``(i, j)`` attends iff
 
-    (W(i, j) or j < G or i < Gr) and (not causal or j <= i),   0 <= i, j < L.
+    (W(i, j) or j < G or i < Gr) and (not causal or j <= i),   0 <= i, j < L,
+
+with the decay parts' score bias ``-sum(rate[h]) * |i - j|`` on every kept pair. A row that keeps
+no key (all padded) gives zeros.
 
 How it is computed (``bs`` the block size, ``n = ceil(L / bs)`` query tiles): query tile ``t``
 reads the ``w = wl + 1 + wr`` key tiles ``t - wl .. t + wr`` (one slice of the padded keys per
 offset, stacked) and the ``G`` global keys, in one softmax; keys ``j < G`` are taken from the
-global part only, never twice. A row that keeps no key (all padded) gives zeros. Rows ``i < Gr`` attend every key and are computed densely (``Gr``
+global part only, never twice. Rows ``i < Gr`` attend every key and are computed densely (``Gr``
 rows of ``L`` keys). Cost: ``L * (w * bs + G) + Gr * L`` scores; memory: ``w + G / bs`` copies of
 K and V.
 """
