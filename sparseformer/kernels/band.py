@@ -164,12 +164,13 @@ def band_of(pattern: Pattern, block_size: int, causal: bool = False, num_heads: 
     return Band(tuple(windows), g_keys, g_rows, causal, block_size, num_heads, slopes)
 
 
-def _windows(x: torch.Tensor, n: int, bs: int, wl: int, wr: int) -> torch.Tensor:
-    """``[..., (n + wl + wr) * bs, C] -> [..., n, w*bs, C]``: for each query tile ``t`` the
-    (padded) key tiles ``t - wl .. t + wr``, one slice per offset, stacked."""
+def _windows(x: torch.Tensor, n: int, bs: int, wl: int, wr: int, head: torch.Tensor | None = None) -> torch.Tensor:
+    """``[..., (n + wl + wr) * bs, C] -> [..., n, G + w*bs, C]``: for each query tile ``t`` the rows
+    of ``head [..., n, G, C]`` (if any) then the (padded) key tiles ``t - wl .. t + wr``: one slice
+    per offset, concatenated once."""
     span = n * bs
     tiles = [x[..., o * bs : o * bs + span, :].unflatten(-2, (n, bs)) for o in range(wl + wr + 1)]
-    return torch.stack(tiles, -3).flatten(-3, -2)
+    return torch.cat(tiles if head is None else [head, *tiles], -2)
 
 
 def band_attention(
@@ -204,14 +205,20 @@ def band_attention(
         valid_g = key_padding_mask[:, :gk]
     pad = (0, 0, wl * bs, lp - wl * bs - length)
     kp, vp = F.pad(k, pad), F.pad(v, pad)  # [B, Hk, Lp, D | Dv]
-    k_ext = torch.cat([kp, drop_bias(valid, dt)[:, None, :, None].expand(b, hk, lp, 1)], -1)
-    kw, vw = _windows(k_ext, n, bs, wl, wr), _windows(vp, n, bs, wl, wr)  # [B, Hk, n, w*bs, D+1 | Dv]
-    seen_keys = _windows(valid[:, None, :, None], n, bs, wl, wr)[:, 0, :, :, 0]  # [1 or B, n, w*bs]
-    if gk:  # the global keys join every tile's keys: G + w*bs keys per tile
+    k_ext = torch.cat([kp, drop_bias(valid, dt)[:, None, :, None].expand(b, hk, lp, 1)], -1)  # [B, Hk, Lp, D+1]
+    heads = [None, None, None]  # the global keys join every tile's keys: G + w*bs keys per tile
+    if gk:
         kg = torch.cat([k[:, :, :gk], drop_bias(valid_g, dt)[:, None, :, None].expand(b, hk, gk, 1)], -1)
-        kw = torch.cat([kg[:, :, None].expand(-1, -1, n, -1, -1), kw], -2)
-        vw = torch.cat([v[:, :, None, :gk].expand(-1, -1, n, -1, -1), vw], -2)
-        seen_keys = torch.cat([valid_g[:, None].expand(-1, n, -1), seen_keys.expand(valid_g.shape[0], -1, -1)], -1)
+        rows = max(valid.shape[0], valid_g.shape[0])
+        heads = [
+            kg[:, :, None].expand(-1, -1, n, -1, -1),
+            v[:, :, None, :gk].expand(-1, -1, n, -1, -1),
+            valid_g[:, None, None, :, None].expand(rows, 1, n, -1, -1),
+        ]
+        valid = valid.expand(rows, -1)
+    kw = _windows(k_ext, n, bs, wl, wr, heads[0])  # [B, Hk, n, G + w*bs, D+1]
+    vw = _windows(vp, n, bs, wl, wr, heads[1])  # [B, Hk, n, G + w*bs, Dv]
+    seen_keys = _windows(valid[:, None, :, None], n, bs, wl, wr, heads[2])[:, 0, :, :, 0]  # [1 or B, n, G + w*bs]
 
     qs = q.unflatten(1, (hk, g)) * scale  # [B, Hk, g, L, D]
     q_ext = torch.cat([qs, torch.ones_like(qs[..., :1])], -1)
