@@ -140,8 +140,6 @@ def sparseformer_attention(
     kpm, causal, kv_used = padding_from_mask(attention_mask, b, lq, key.shape[2], hint)
     key, value = key[:, :, :kv_used], value[:, :, :kv_used]
     layout = pattern.compile(q_len=lq, num_heads=h, block_size=block_size, kv_len=kv_used, causal=causal)
-    if backend == "auto" and torch.is_grad_enabled() and query.requires_grad:
-        backend = "gather"  # the one backend with autograd
     out = sparse_attention(
         query, key, value, layout, key_padding_mask=kpm, dropout_p=float(dropout), scale=scaling, backend=backend
     )  # [B, H, Lq, Dv]

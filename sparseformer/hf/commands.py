@@ -10,7 +10,7 @@ import torch
 
 from . import data
 from ._deps import require
-from .quality import PRESETS
+from .quality import PRESETS, parse_preset
 
 
 def default_model() -> str:
@@ -20,10 +20,18 @@ def default_model() -> str:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="dense model directory (default: the offline all-MiniLM-L6-v2)")
-    p.add_argument("--block-size", type=int, default=32)
+    p.add_argument("--block-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sources", nargs="+", default=list(data.SOURCES), choices=data.SOURCES, help="text sources")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+
+
+def _preset_arg(text: str) -> str:
+    try:
+        parse_preset(text, 1)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def add_parser_quality(subparsers) -> None:
@@ -36,7 +44,12 @@ def add_parser_quality(subparsers) -> None:
     _common(p)
     p.add_argument("--lengths", type=int, nargs="+", default=[512])
     p.add_argument(
-        "--patterns", nargs="*", default=["block-local", "sliding", "sliding-global"], choices=sorted(PRESETS)
+        "--patterns",
+        nargs="*",
+        default=["sliding-global@32", "sliding-cls-random@16"],
+        type=_preset_arg,
+        metavar="NAME[@BS]",
+        help=f"presets, each with an optional block size (default: --block-size); NAME one of {', '.join(sorted(PRESETS))}",
     )
     p.add_argument("--passages", type=int, default=100, help="held-out passages per length")
     p.add_argument("--truncate", type=int, default=None, help="truncation baseline length (default: half the length)")
@@ -48,6 +61,9 @@ def add_parser_quality(subparsers) -> None:
 
 
 def add_parser_distill(subparsers) -> None:
+    from .distill import HIDDEN_LAYERS, TRAINABLE
+    from .distill import DistillConfig as D
+
     p = subparsers.add_parser(
         "distill",
         help="fine-tune a sparse model to reproduce the dense model's embeddings (resumable)",
@@ -56,14 +72,23 @@ def add_parser_distill(subparsers) -> None:
     )
     _common(p)
     p.add_argument("--out", required=True, help="checkpoint directory")
-    p.add_argument("--pattern", default="sliding-global", choices=sorted(PRESETS))
-    p.add_argument("--length", type=int, default=512)
-    p.add_argument("--steps", type=int, default=40)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--loss", choices=("cos", "mse"), default="cos")
-    p.add_argument("--hidden-weight", type=float, default=1.0, help="weight of the per-token hidden-state loss")
+    p.add_argument("--pattern", default=D.pattern, choices=sorted(PRESETS))
+    p.add_argument("--length", type=int, default=D.length)
+    p.add_argument("--steps", type=int, default=D.steps)
+    p.add_argument("--batch-size", type=int, default=D.batch_size)
+    p.add_argument("--lr", type=float, default=D.lr)
+    p.add_argument("--warmup", type=int, default=D.warmup)
+    p.add_argument("--loss", choices=("cos", "mse"), default=D.loss)
+    p.add_argument(
+        "--hidden-weight", type=float, default=D.hidden_weight, help="weight of the per-token hidden-state loss"
+    )
+    p.add_argument(
+        "--hidden-layers",
+        choices=HIDDEN_LAYERS,
+        default=D.hidden_layers,
+        help="hidden-state loss on the last layer or every layer",
+    )
+    p.add_argument("--trainable", choices=TRAINABLE, default=D.trainable, help="which parameters train")
     p.add_argument("--max-minutes", type=float, default=10.0, help="stop training after this many minutes")
     p.add_argument("--eval-passages", type=int, default=100, help="held-out passages for the final figures (0: skip)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
@@ -91,6 +116,8 @@ def run_distill(args) -> int:
         warmup=args.warmup,
         loss=args.loss,
         hidden_weight=args.hidden_weight,
+        hidden_layers=args.hidden_layers,
+        trainable=args.trainable,
         max_minutes=args.max_minutes,
         seed=args.seed,
         sources=tuple(args.sources),

@@ -6,10 +6,12 @@ teacher the same base model, dense and frozen. Loss per batch of training passag
 
 * ``loss="cos"``: ``mean(1 - cos(s, t))`` of the mean-pooled embeddings; ``loss="mse"``:
   ``mean((s - t)**2)``;
-* plus ``hidden_weight * mean over tokens of (1 - cos(h_s, h_t))`` on the last hidden states.
+* plus ``hidden_weight * mean over tokens of (1 - cos(h_s, h_t))`` on the last hidden states
+  (``hidden_layers="last"``) or averaged over the outputs of every layer (``"all"``).
 
 Both models run in eval mode (no dropout), so the student learns what the teacher computes at
-inference. AdamW, linear warm-up over ``warmup`` steps then cosine decay to 0 at ``steps``.
+inference. ``trainable="attention"`` trains only the attention and LayerNorm parameters (the
+feed-forward weights and embeddings stay the dense model's); ``"all"`` trains every weight. AdamW, linear warm-up over ``warmup`` steps then cosine decay to 0 at ``steps``.
 A run stops after ``steps`` steps or ``max_minutes`` of training, whichever comes first.
 
 The output directory holds ``config.json`` (with ``config.sparseformer``), ``model.safetensors``,
@@ -37,19 +39,24 @@ from ._deps import progress, require
 from .quality import agreement, embed, pool, preset
 from .spec import to_spec
 
+HIDDEN_LAYERS = ("last", "all")
+TRAINABLE = ("attention", "all")
+
 
 @dataclass(frozen=True)
 class DistillConfig:
     base: str  # path of the dense model (a transformers directory)
-    pattern: str = "sliding-global"  # a preset of sparseformer.hf.quality.PRESETS
-    block_size: int = 32
+    pattern: str = "sliding-cls-random"  # a preset of sparseformer.hf.quality.PRESETS
+    block_size: int = 16
     length: int = 512  # tokens per training passage
-    steps: int = 40
+    steps: int = 500
     batch_size: int = 4
-    lr: float = 5e-5
-    warmup: int = 3
+    lr: float = 3e-5
+    warmup: int = 10
     loss: str = "cos"  # "cos" | "mse"
     hidden_weight: float = 1.0
+    hidden_layers: str = "all"  # "last" | "all"
+    trainable: str = "attention"  # "attention" (attention and LayerNorm parameters only) | "all"
     max_minutes: float = 10.0
     seed: int = 0
     sources: tuple[str, ...] = data.SOURCES
@@ -58,6 +65,10 @@ class DistillConfig:
         preset(self.pattern)
         if self.loss not in ("cos", "mse"):
             raise ValueError(f"loss must be 'cos' or 'mse', got {self.loss!r}")
+        if self.trainable not in TRAINABLE:
+            raise ValueError(f"trainable must be one of {TRAINABLE}, got {self.trainable!r}")
+        if self.hidden_layers not in HIDDEN_LAYERS:
+            raise ValueError(f"hidden_layers must be one of {HIDDEN_LAYERS}, got {self.hidden_layers!r}")
         for name in ("block_size", "length", "steps", "batch_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -96,8 +107,22 @@ def _models(cfg: DistillConfig, out: Path, resume: bool):
     teacher = transformers.AutoModel.from_pretrained(cfg.base).eval().requires_grad_(False)
     src = out if resume else cfg.base
     student = transformers.AutoModel.from_pretrained(src)
-    sparsify(student, preset(cfg.pattern), block_size=cfg.block_size, backend="gather")
+    sparsify(student, preset(cfg.pattern), block_size=cfg.block_size)
+    if cfg.trainable == "attention":
+        for name, p in student.named_parameters():
+            p.requires_grad_(".attention." in name or "layernorm" in name.lower())
     return teacher, student.eval()
+
+
+def hidden_loss(s_states, t_states, layers: str = "all") -> torch.Tensor:
+    """Mean over tokens of ``1 - cos`` between student and teacher hidden states (``L + 1``
+    tensors ``[B, L, D]`` each, embeddings first, as ``output_hidden_states`` gives them), of the
+    last layer's output (``layers="last"``) or averaged over every layer's output (``"all"``)."""
+    if layers not in HIDDEN_LAYERS:
+        raise ValueError(f"layers must be one of {HIDDEN_LAYERS}, got {layers!r}")
+    pairs = list(zip(s_states[1:], t_states[1:]))
+    pairs = pairs[-1:] if layers == "last" else pairs
+    return torch.stack([(1 - F.cosine_similarity(s, t, dim=-1)).mean() for s, t in pairs]).mean()
 
 
 def distill(cfg: DistillConfig, out: str | os.PathLike, *, resume: bool = False, eval_passages: int = 100) -> dict:
@@ -126,26 +151,20 @@ def distill(cfg: DistillConfig, out: str | os.PathLike, *, resume: bool = False,
     opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
     if resume:
         ck.load_optimizer(opt, ck.read_tensors(out / "optimizer.safetensors"), state["optimizer_groups"])
-    targets: dict[int, torch.Tensor] = {}
     start, t0 = state["step"], time.monotonic() - state["seconds"]
     bar = progress(range(start, cfg.steps), desc="distill", initial=start, total=cfg.steps)
     for step in bar:
         idx = _batch_indices(cfg, train.shape[0], step)
         ids = train[idx]  # [B, L]
         with torch.no_grad():
-            t_hidden = teacher(input_ids=ids).last_hidden_state if cfg.hidden_weight > 0 else None  # [B, L, D]
-            missing = [i for i in dict.fromkeys(idx) if i not in targets]
-            if missing and t_hidden is not None:
-                targets.update(zip(missing, pool(t_hidden[[idx.index(i) for i in missing]])))
-            elif missing:
-                targets.update(zip(missing, pool(teacher(input_ids=train[missing]).last_hidden_state)))
-        t_pool = torch.stack([targets[i] for i in idx])  # [B, D]
-        s_hidden = student(input_ids=ids).last_hidden_state  # [B, L, D]
-        s_pool = pool(s_hidden)
+            t_states = teacher(input_ids=ids, output_hidden_states=True).hidden_states  # L+1 x [B, L, D]
+        t_pool = pool(t_states[-1])  # [B, D]
+        s_states = student(input_ids=ids, output_hidden_states=True).hidden_states
+        s_pool = pool(s_states[-1])
         pooled_cos = F.cosine_similarity(s_pool, t_pool, dim=-1)  # [B]
         loss = (1 - pooled_cos).mean() if cfg.loss == "cos" else F.mse_loss(s_pool, t_pool)
-        if t_hidden is not None:
-            loss = loss + cfg.hidden_weight * (1 - F.cosine_similarity(s_hidden, t_hidden, dim=-1)).mean()
+        if cfg.hidden_weight > 0:
+            loss = loss + cfg.hidden_weight * hidden_loss(s_states, t_states, cfg.hidden_layers)
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step)
         opt.zero_grad(set_to_none=True)

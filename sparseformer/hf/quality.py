@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from .. import patterns as P
 from ._deps import progress
 
+RANDOM_BLOCKS = 6  # with block 16 at 512 tokens: 3 window + 6 random of 32 key blocks: 27.7% density
+
 PRESETS = {
     "block-local": ("block-local", lambda: P.BlockLocal()),
     "sliding": ("sliding ±1 block", lambda: P.SlidingWindow(1, unit="block")),
@@ -27,6 +29,11 @@ PRESETS = {
         lambda: P.SlidingWindow(1, unit="block") | P.Global(blocks=1),
     ),
     "sliding-cls": ("sliding ±1 block + global [CLS]", lambda: P.SlidingWindow(1, unit="block") | P.Global(tokens=1)),
+    "sliding2-cls": ("sliding ±2 blocks + global [CLS]", lambda: P.SlidingWindow(2, unit="block") | P.Global(tokens=1)),
+    "sliding-cls-random": (
+        f"sliding ±1 block + global [CLS] + {RANDOM_BLOCKS} re-weighted random blocks",
+        lambda: P.SlidingWindow(1, unit="block") | P.Global(tokens=1) | P.RandomBlocks(RANDOM_BLOCKS, seed=0),
+    ),
     "bigbird": ("BigBird (3 window, 1 global, 1 random block)", lambda: P.BigBird(num_random_blocks=1)),
     "dense": ("dense (P.Dense())", lambda: P.Dense()),
 }
@@ -37,6 +44,17 @@ def preset(name: str) -> P.Pattern:
     if name not in PRESETS:
         raise ValueError(f"pattern preset must be one of {sorted(PRESETS)}, got {name!r}")
     return PRESETS[name][1]()
+
+
+def parse_preset(text: str, default_block_size: int) -> tuple[str, int]:
+    """``"NAME"`` or ``"NAME@BS"`` (a preset with its own block size) -> ``(name, block_size)``."""
+    name, at, bs = str(text).partition("@")
+    preset(name)
+    if not at:
+        return name, default_block_size
+    if not bs.isdigit() or int(bs) < 1:
+        raise ValueError(f"pattern must be NAME or NAME@BLOCK_SIZE with BLOCK_SIZE an int >= 1, got {text!r}")
+    return name, int(bs)
 
 
 @torch.no_grad()

@@ -6,7 +6,7 @@ import torch
 
 from . import data
 from ._deps import require
-from .quality import PRESETS, agreement, chunk_mean, embed, preset, truncate
+from .quality import PRESETS, agreement, chunk_mean, embed, parse_preset, preset, truncate
 
 HEADER = "| model | L | density | mean cos | p5 cos | NN agree |\n|---|---|---|---|---|---|\n"
 
@@ -26,14 +26,14 @@ def _sparse(base: str, name: str, block_size: int, max_positions: int | None):
 
 
 def _density(name: str, length: int, heads: int, block_size: int) -> str:
-    return f"{preset(name).compile(q_len=length, num_heads=heads, block_size=block_size).density:.0%}"
+    return f"{preset(name).compile(q_len=length, num_heads=heads, block_size=block_size).density:.1%}"
 
 
 def _student_density(model, length: int) -> str:
     from .attention import settings
 
     pattern, bs, _ = settings(model.config)
-    return f"{pattern.compile(q_len=length, num_heads=model.config.num_attention_heads, block_size=bs).density:.0%}"
+    return f"{pattern.compile(q_len=length, num_heads=model.config.num_attention_heads, block_size=bs).density:.1%}"
 
 
 def quality_report(base: str, args) -> str:
@@ -44,7 +44,9 @@ def quality_report(base: str, args) -> str:
     dense = transformers.AutoModel.from_pretrained(base).eval()
     heads, max_pos = dense.config.num_attention_heads, dense.config.max_position_embeddings
     sources = tuple(args.sources)
-    out = [f"Held-out topics only; sources {', '.join(sources)}; block size {args.block_size}; seed {args.seed}.\n\n"]
+    out = [
+        f"Held-out topics only; sources {', '.join(sources)}; default block size {args.block_size}; seed {args.seed}.\n\n"
+    ]
     for length in args.lengths:
         ids = torch.stack(
             [p for _, p in data.passages(tok, length, "heldout", limit=args.passages, seed=args.seed, sources=sources)]
@@ -86,16 +88,19 @@ def _sparse_rows(base, args, ids, ref, length, heads, max_positions, batch_size)
     """Rows of the zero-shot sparse patterns and the distilled students against ``ref``.
     ``max_positions``: the students' extended positions (None: as trained); ``batch_size``: for
     :func:`embed` (None: its default)."""
+    from .attention import settings
     from .distill import load_distilled
 
     kw = {} if batch_size is None else {"batch_size": batch_size}
     rows = []
-    for name in args.patterns:
-        e = embed(_sparse(base, name, args.block_size, length), ids, desc=f"{name} L={length}", **kw)
-        density = _density(name, length, heads, args.block_size)
-        rows.append(_row(f"zero-shot {PRESETS[name][0]}", length, density, agreement(ref, e)))
+    for text in args.patterns:
+        name, bs = parse_preset(text, args.block_size)
+        e = embed(_sparse(base, name, bs, length), ids, desc=f"{text} L={length}", **kw)
+        density = _density(name, length, heads, bs)
+        rows.append(_row(f"zero-shot {PRESETS[name][0]}, block {bs}", length, density, agreement(ref, e)))
     for path in args.student:
         model = load_distilled(path, max_positions=max_positions)
         e = embed(model, ids, desc=f"{path} L={length}", **kw)
-        rows.append(_row(f"distilled `{path}`", length, _student_density(model, length), agreement(ref, e)))
+        bs = settings(model.config)[1]
+        rows.append(_row(f"distilled `{path}`, block {bs}", length, _student_density(model, length), agreement(ref, e)))
     return rows

@@ -54,3 +54,24 @@ def test_pool_and_truncate():
     torch.testing.assert_close(pool(h), h.mean(1))
     ids = torch.arange(20).view(2, 10)
     assert truncate(ids, 4, 99).tolist() == [[0, 1, 2, 99], [10, 11, 12, 99]]
+
+
+def test_presets_at_512_tokens_stay_under_30_percent():
+    from sparseformer.hf.quality import preset
+
+    def density(name, bs):
+        return preset(name).compile(q_len=512, num_heads=12, block_size=bs).density
+
+    assert 0.25 < density("sliding-cls-random", 16) <= 0.30
+    assert 0.25 < density("sliding2-cls", 32) <= 0.30
+    assert density("sliding-cls-random", 16) > density("sliding-cls", 16)
+
+
+def test_parse_preset():
+    from sparseformer.hf.quality import parse_preset
+
+    assert parse_preset("sliding-cls-random@16", 32) == ("sliding-cls-random", 16)
+    assert parse_preset("sliding", 32) == ("sliding", 32)
+    for bad in ("sliding@0", "sliding@x", "sliding@", "nope@16"):
+        with pytest.raises(ValueError, match="pattern"):
+            parse_preset(bad, 32)

@@ -54,13 +54,42 @@ def test_bad_arguments(tiny_dir, tmp_path):
         DistillConfig(base=tiny_dir, loss="l1")
     with pytest.raises(ValueError, match="steps"):
         DistillConfig(base=tiny_dir, steps=0)
+    with pytest.raises(ValueError, match="hidden_layers"):
+        DistillConfig(base=tiny_dir, hidden_layers="first")
     with pytest.raises(ValueError, match="resume"):
         distill(_cfg(tiny_dir, 2), tmp_path / "none", resume=True)
     with pytest.raises(ValueError, match="config.json"):
         load_distilled(tmp_path)
 
 
+def test_hidden_loss_layers():
+    from sparseformer.hf.distill import hidden_loss
+
+    t = [torch.randn(2, 5, 8) for _ in range(4)]  # embeddings + 3 layer outputs
+    s = [t[0], -t[1], t[2], t[3]]  # layer 1 inverted: 1 - cos = 2 there
+    assert hidden_loss(s, t, "last").item() == pytest.approx(0, abs=1e-6)
+    assert hidden_loss(s, t, "all").item() == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="layers"):
+        hidden_loss(s, t, "first")
+
+
 def test_schedule():
     cfg = DistillConfig(base="x", steps=100, warmup=10, lr=1.0)
     assert lr_at(cfg, 0) == pytest.approx(0.1) and lr_at(cfg, 9) == pytest.approx(1.0)
     assert lr_at(cfg, 55) == pytest.approx(0.5) and lr_at(cfg, 100) == pytest.approx(0.0)
+
+
+def test_trainable_attention_leaves_the_rest_alone(tiny_dir, tmp_path):
+    import dataclasses
+
+    from transformers import AutoModel
+
+    cfg = dataclasses.replace(_cfg(tiny_dir, 2), trainable="attention")
+    distill(cfg, tmp_path / "attn", eval_passages=0)
+    got, base = load_distilled(tmp_path / "attn").state_dict(), AutoModel.from_pretrained(tiny_dir).state_dict()
+    changed = {name for name, w in base.items() if not torch.equal(got[name], w)}
+    assert "encoder.layer.1.attention.self.query.weight" in changed
+    assert "encoder.layer.0.output.LayerNorm.weight" in changed
+    assert not {n for n in changed if ".attention." not in n and "LayerNorm" not in n}
+    with pytest.raises(ValueError, match="trainable"):
+        DistillConfig(base=tiny_dir, trainable="mlp")

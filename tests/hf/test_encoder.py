@@ -104,3 +104,23 @@ def test_bad_arguments():
     model.set_attn_implementation("sparseformer")  # no config.sparseformer
     with pytest.raises(ValueError, match="config.sparseformer"):
         model(input_ids=torch.randint(1, 200, (1, 8)))
+
+
+def test_training_on_auto_backend_gives_the_gather_gradients():
+    """Training no longer forces 'gather': on CPU 'auto' runs the native kernel and its backward,
+    which must give gather's gradients (here through a whole tiny BERT, with padding)."""
+    from sparseformer.attention import pick_backend
+
+    if pick_backend(torch.zeros(1, 1, 1, 8), 0.0) != "cpu":
+        pytest.skip("native cpu kernel unavailable")
+    pattern = P.SlidingWindow(1, unit="block") | P.Global(tokens=1) | P.RandomBlocks(2, seed=0)
+    ids, mask = _batch()
+    weight = torch.randn(3, 70, 32)
+    grads = []
+    for backend in ("gather", "auto"):
+        model = sfh.sparsify(bert(), pattern, block_size=16, backend=backend)
+        (model(input_ids=ids, attention_mask=mask).last_hidden_state * weight).sum().backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None and "key.bias" not in n})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
+    for name, g in grads[0].items():  # key biases left out: their true gradient is 0 (softmax shift)
+        torch.testing.assert_close(grads[1][name], g, rtol=1e-4, atol=1e-4 * float(g.abs().max()), msg=name)
