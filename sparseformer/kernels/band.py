@@ -218,14 +218,12 @@ def band_attention(
         valid = valid.expand(rows, -1)
     kw = _windows(k_ext, n, bs, wl, wr, heads[0])  # [B, Hk, n, G + w*bs, D+1]
     vw = _windows(vp, n, bs, wl, wr, heads[1])  # [B, Hk, n, G + w*bs, Dv]
-    seen_keys = _windows(valid[:, None, :, None], n, bs, wl, wr, heads[2])[:, 0, :, :, 0]  # [1 or B, n, G + w*bs]
 
     qs = q.unflatten(1, (hk, g)) * scale  # [B, Hk, g, L, D]
     q_ext = torch.cat([qs, torch.ones_like(qs[..., :1])], -1)
     qt = F.pad(q_ext, (0, 0, 0, n * bs - length)).unflatten(-2, (n, bs))  # [B, Hk, g, n, bs, D+1]
     scores = qt @ kw[:, :, None].transpose(-1, -2)  # [B, Hk, g, n, bs, G + w*bs], key terms included
-    seen = None
-    keep = seen_keys[:, None, None, :, None, :]  # [1 or B, 1, 1, n, 1, G + w*bs]
+    pairs = None
     if not band.tile_full:
         i = torch.arange(n * bs, device=dev).view(n, bs, 1)  # query index
         j = (torch.arange(n, device=dev) - wl).view(n, 1, 1) * bs + torch.arange((wl + wr + 1) * bs, device=dev)
@@ -239,9 +237,11 @@ def band_attention(
         if band.slopes is not None:
             bias = bias + band._bias(i, j, dt).view(hk, g, n, bs, -1)
         scores = scores + bias
-        keep = keep & pairs
+    seen = None
     if key_padding_mask is not None or not band.windows:  # else every row keeps its own key
-        seen = keep.any(-1, keepdim=True)
+        keys = _windows(valid[:, None, :, None], n, bs, wl, wr, heads[2])[:, 0, :, :, 0]  # [1 or B, n, G + w*bs]
+        keep = keys[:, None, None, :, None, :]  # [1 or B, 1, 1, n, 1, G + w*bs]
+        seen = (keep if pairs is None else keep & pairs).any(-1, keepdim=True)
     out = attend(scores, vw[:, :, None], seen, dropout_p)  # [B, Hk, g, n, bs, Dv]
     out = out.flatten(-3, -2)[..., :length, :]  # [B, Hk, g, L, Dv]
     if gr:
