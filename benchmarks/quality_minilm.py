@@ -2,11 +2,11 @@
 
     python benchmarks/quality_minilm.py --out-dir runs/quality [--minutes 10]
 
-1. ``sparseformer distill`` of the sliding ±1 block + global [CLS] + 6 re-weighted random blocks
-   pattern (block 16, 27.7% density at 512 tokens) for ``--minutes`` minutes on 512-token training
-   passages (loss: pooled cosine + per-token hidden-state cosine on every layer's output; only
-   attention and LayerNorm parameters train; AdamW 3e-5, 10 warm-up steps, cosine decay over 500
-   steps);
+1. ``sparseformer distill`` of the sliding ±1 block + global [CLS] + every 5th key re-weighted
+   pattern (``sliding-cls-strided``, block 16, 26.5% density at 512 tokens) for ``--minutes``
+   minutes on 512-token training passages (loss: pooled cosine + per-token hidden-state cosine on
+   every layer's output; only attention and LayerNorm parameters train; AdamW 3e-5, 10 warm-up
+   steps, cosine decay over 380 steps);
 2. ``sparseformer quality`` at 512 tokens (zero-shot patterns, the distilled model, truncation)
    and at 2048 tokens (positions extended by tiling; reference: dense 512-token chunks).
 
@@ -22,7 +22,7 @@ from pathlib import Path
 from sparseformer.hf.commands import add_parser_distill, add_parser_quality
 
 PATTERNS = ["block-local@32", "sliding@32", "sliding-global@32", "sliding-cls@32", "sliding2-cls@32",
-            "sliding-cls-random@16"]  # fmt: skip
+            "sliding-cls-random@16", "sliding-cls-strided@16"]  # fmt: skip
 
 
 def _run(argv: list[str]) -> int:
@@ -44,8 +44,8 @@ def main() -> int:
     out = Path(a.out_dir)
     student = str(out / "student")
     resume = ["--resume"] if (out / "student" / "state.json").exists() else []
-    distill = ["distill", "--out", student, "--pattern", "sliding-cls-random", "--block-size", "16", "--length", "512",
-               "--steps", "500", "--lr", "3e-5", "--warmup", "10", "--hidden-weight", "1.0", "--hidden-layers", "all",
+    distill = ["distill", "--out", student, "--pattern", "sliding-cls-strided", "--block-size", "16", "--length", "512",
+               "--steps", "380", "--lr", "3e-5", "--warmup", "10", "--hidden-weight", "1.0", "--hidden-layers", "all",
                "--trainable", "attention", "--max-minutes", a.minutes, "--threads", a.threads, *resume]  # fmt: skip
     quality = ["quality", "--lengths", "512", "--patterns", *PATTERNS, "--passages", a.passages, "--student", student,
                "--long", "2048", "--long-passages", "12", "--threads", a.threads, "--out", str(out / "quality.md")]  # fmt: skip

@@ -26,7 +26,7 @@ import torch
 
 from .patterns.base import FULL, NONE, PARTIAL, Pattern, Shape, check_int
 from .patterns.causal import Causal
-from .patterns.compose import Intersection
+from .patterns.compose import Intersection, Union
 
 _REFINE_CHUNK = 1 << 22  # elements of element masks evaluated at once
 _BUCKET_SCORES = 1 << 24  # scores per batch element computed at once by row-bucket backends
@@ -108,6 +108,32 @@ class BlockLayout:
         if self.pattern is None or self.q_len != self.kv_len or self.q_offset or self.log_weight is not None:
             return None
         return band_of(self.pattern, self.block_size, self.causal, self.num_heads)
+
+    @cached_property
+    def strided(self):
+        """The layout as ``(band, sample)``: a band (see :attr:`band`) plus one
+        :class:`~sparseformer.patterns.StridedSample` resolved for this shape (``sample.stride``,
+        ``sample.reweight``, ``sample.tiles``: its candidate tiles ``bool [H, nq, nk]``), for
+        self-attention; else None. The ``gather`` backend computes such layouts with
+        :func:`~sparseformer.kernels.strided.strided_band_attention`."""
+        from .kernels.band import band_of
+        from .patterns.strided_sample import StridedSample, _StridedIn
+
+        if self.pattern is None or self.q_len != self.kv_len or self.q_offset:
+            return None
+        top = self.pattern
+        parts = top.parts if isinstance(top, Union) else (top,)
+        sampled = [x for x in parts if isinstance(x, StridedSample)]
+        rest = [x for x in parts if not isinstance(x, StridedSample)]
+        if len(sampled) != 1 or not rest:
+            return None
+        band = band_of(Union.of(*rest) if len(rest) > 1 else rest[0], self.block_size, self.causal, self.num_heads)
+        if band is None:
+            return None
+        shape = Shape(self.q_len, self.kv_len, self.num_heads, self.block_size, 0)
+        root = Intersection.of(self.pattern, Causal()) if self.causal else self.pattern
+        found = [x for x in _leaves(root._resolve(shape, None)) if isinstance(x, _StridedIn)]
+        return band, found[0]
 
     def __repr__(self) -> str:
         return (
@@ -391,6 +417,12 @@ def compile_layout(
     elif isinstance(q_offset, bool) or not isinstance(q_offset, int):
         raise TypeError(f"q_offset must be an int or None, got {type(q_offset).__name__}")
     return _compile(pattern, q_len, num_heads, block_size, kv_len, causal, q_offset)
+
+
+def _leaves(p: Pattern) -> list[Pattern]:
+    """The non-composite parts of ``p``, depth first."""
+    parts = getattr(p, "parts", None)
+    return [x for c in parts for x in _leaves(c)] if parts else [p]
 
 
 @functools.lru_cache(maxsize=128)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+from typing import NamedTuple
 
 import torch
 
@@ -22,25 +23,71 @@ from .spec import from_spec, to_spec
 NAME = "sparseformer"
 
 
-def config_entry(pattern: P.Pattern, *, block_size: int = 64, backend: str = "auto") -> dict:
+def config_entry(
+    pattern: P.Pattern, *, block_size: int = 64, backend: str = "auto", layers: tuple[int, ...] | None = None
+) -> dict:
     """The JSON-able dict to put at ``config.sparseformer``: ``{"pattern": spec, "block_size": int,
-    "backend": str}``. Every attention layer of the model uses this pattern (compiled per shape,
-    causal for decoder layers); the pattern's positions are token indices of the (padded) input."""
+    "backend": str, "layers": list of int or None}``. The attention layers whose ``layer_idx`` is in
+    ``layers`` (every layer when ``layers`` is None) use this pattern (compiled per shape, causal for
+    decoder layers); the others compute exact dense attention (the pattern ``P.Dense()``). The
+    pattern's positions are token indices of the (padded) input."""
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
         raise ValueError(f"block_size must be an int >= 1, got {block_size!r}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    return {"pattern": to_spec(pattern), "block_size": block_size, "backend": backend}
+    if layers is not None:
+        if not isinstance(layers, (list, tuple)) or not layers or any(_not_index(i) for i in layers):
+            raise ValueError(f"layers must be None or a non-empty list of layer indices >= 0, got {layers!r}")
+        layers = sorted(set(layers))
+    return {"pattern": to_spec(pattern), "block_size": block_size, "backend": backend, "layers": layers}
+
+
+def _not_index(i) -> bool:
+    return isinstance(i, bool) or not isinstance(i, int) or i < 0
+
+
+class Settings(NamedTuple):
+    """What ``config.sparseformer`` holds (see :func:`config_entry`)."""
+
+    pattern: P.Pattern
+    block_size: int
+    backend: str
+    layers: tuple[int, ...] | None  # None: every layer is sparse
+
+    def pattern_of(self, layer: int | None) -> P.Pattern:
+        """The pattern attention layer ``layer`` (its ``layer_idx``) computes."""
+        if self.layers is None:
+            return self.pattern
+        if layer is None:
+            raise ValueError(
+                f"config.{NAME} names sparse layers {list(self.layers)}, but this attention module has no layer_idx"
+            )
+        return self.pattern if layer in self.layers else P.Dense()
+
+    def density(self, length: int, num_heads: int, num_layers: int) -> float:
+        """Attending (query, key) pairs over all pairs, averaged over ``num_layers`` layers of
+        self-attention at ``length`` tokens (a dense layer counts 1)."""
+        per = [
+            self.pattern_of(i).compile(q_len=length, num_heads=num_heads, block_size=self.block_size).density
+            for i in range(num_layers)
+        ]
+        return sum(per) / num_layers
 
 
 @functools.lru_cache(maxsize=64)
-def _parse(entry_json: str) -> tuple[P.Pattern, int, str]:
+def _parse(entry_json: str) -> Settings:
     entry = json.loads(entry_json)
-    return from_spec(entry["pattern"]), int(entry.get("block_size", 64)), entry.get("backend", "auto")
+    layers = entry.get("layers")
+    return Settings(
+        from_spec(entry["pattern"]),
+        int(entry.get("block_size", 64)),
+        entry.get("backend", "auto"),
+        None if layers is None else tuple(int(i) for i in layers),
+    )
 
 
-def settings(config) -> tuple[P.Pattern, int, str]:
-    """``(pattern, block_size, backend)`` from ``config.sparseformer``."""
+def settings(config) -> Settings:
+    """:class:`Settings` from ``config.sparseformer``."""
     entry = getattr(config, NAME, None)
     if not isinstance(entry, dict) or "pattern" not in entry:
         raise ValueError(
@@ -125,7 +172,8 @@ def sparseformer_attention(
 ) -> tuple[torch.Tensor, None]:
     """transformers' attention-function contract: returns ``([B, Lq, H, Dv], None)``.
 
-    The layout is ``pattern.compile(q_len=Lq, kv_len=Lk, num_heads=H, causal=...)`` with queries
+    The layout is ``pattern.compile(q_len=Lq, kv_len=Lk, num_heads=H, causal=...)``, ``pattern``
+    this layer's (:meth:`Settings.pattern_of` its ``module.layer_idx``), with queries
     aligned bottom-right (``q_offset = Lk - Lq``: the last ``Lq`` positions, as with a KV cache).
     Causal comes from the mask when it has one, else from ``is_causal`` / ``module.is_causal``.
     """
@@ -134,14 +182,15 @@ def sparseformer_attention(
             raise ValueError(
                 f"attn_implementation='{NAME}' does not support {name}={kwargs[name]!r}; use 'sdpa' or 'eager'"
             )
-    pattern, block_size, backend = settings(module.config)
+    config = settings(module.config)
+    pattern = config.pattern_of(getattr(module, "layer_idx", None))
     hint = bool(is_causal if is_causal is not None else getattr(module, "is_causal", False))
     b, h, lq, _ = query.shape
     kpm, causal, kv_used = padding_from_mask(attention_mask, b, lq, key.shape[2], hint)
     key, value = key[:, :, :kv_used], value[:, :, :kv_used]
-    layout = pattern.compile(q_len=lq, num_heads=h, block_size=block_size, kv_len=kv_used, causal=causal)
+    layout = pattern.compile(q_len=lq, num_heads=h, block_size=config.block_size, kv_len=kv_used, causal=causal)
     out = sparse_attention(
-        query, key, value, layout, key_padding_mask=kpm, dropout_p=float(dropout), scale=scaling, backend=backend
+        query, key, value, layout, key_padding_mask=kpm, dropout_p=float(dropout), scale=scaling, backend=config.backend
     )  # [B, H, Lq, Dv]
     return out.transpose(1, 2).contiguous(), None
 

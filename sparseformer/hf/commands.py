@@ -46,7 +46,7 @@ def add_parser_quality(subparsers) -> None:
     p.add_argument(
         "--patterns",
         nargs="*",
-        default=["sliding-global@32", "sliding-cls-random@16"],
+        default=["sliding-global@32", "sliding-cls-random@16", "sliding-cls-strided@16"],
         type=_preset_arg,
         metavar="NAME[@BS]",
         help=f"presets, each with an optional block size (default: --block-size); NAME one of {', '.join(sorted(PRESETS))}",
@@ -89,6 +89,9 @@ def add_parser_distill(subparsers) -> None:
         help="hidden-state loss on the last layer or every layer",
     )
     p.add_argument("--trainable", choices=TRAINABLE, default=D.trainable, help="which parameters train")
+    p.add_argument(
+        "--sparse-layers", type=int, nargs="+", default=None, help="only these layers sparse (default: every layer)"
+    )
     p.add_argument("--max-minutes", type=float, default=10.0, help="stop training after this many minutes")
     p.add_argument("--eval-passages", type=int, default=100, help="held-out passages for the final figures (0: skip)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
@@ -121,6 +124,7 @@ def run_distill(args) -> int:
         max_minutes=args.max_minutes,
         seed=args.seed,
         sources=tuple(args.sources),
+        sparse_layers=args.sparse_layers,
     )
     state = distill(cfg, args.out, resume=args.resume, eval_passages=args.eval_passages)
     print(f"trained {state['step']} steps in {state['seconds'] / 60:.1f} min on {torch.get_num_threads()} threads")

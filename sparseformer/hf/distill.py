@@ -10,9 +10,11 @@ teacher the same base model, dense and frozen. Loss per batch of training passag
   (``hidden_layers="last"``) or averaged over the outputs of every layer (``"all"``).
 
 Both models run in eval mode (no dropout), so the student learns what the teacher computes at
-inference. ``trainable="attention"`` trains only the attention and LayerNorm parameters (the
-feed-forward weights and embeddings stay the dense model's); ``"all"`` trains every weight. AdamW, linear warm-up over ``warmup`` steps then cosine decay to 0 at ``steps``.
-A run stops after ``steps`` steps or ``max_minutes`` of training, whichever comes first.
+inference. ``sparse_layers`` makes only those layers sparse (the others stay dense, see
+:func:`~sparseformer.hf.sparsify`). ``trainable="attention"`` trains only the attention and
+LayerNorm parameters (the feed-forward weights and embeddings stay the dense model's); ``"all"``
+trains every weight. AdamW, linear warm-up over ``warmup`` steps then cosine decay to 0 at
+``steps``. A run stops after ``steps`` steps or ``max_minutes`` of training, whichever comes first.
 
 The output directory holds ``config.json`` (with ``config.sparseformer``), ``model.safetensors``,
 the tokenizer, ``optimizer.safetensors`` and ``state.json`` (settings, step, seconds trained,
@@ -46,10 +48,10 @@ TRAINABLE = ("attention", "all")
 @dataclass(frozen=True)
 class DistillConfig:
     base: str  # path of the dense model (a transformers directory)
-    pattern: str = "sliding-cls-random"  # a preset of sparseformer.hf.quality.PRESETS
+    pattern: str = "sliding-cls-strided"  # a preset of sparseformer.hf.quality.PRESETS
     block_size: int = 16
     length: int = 512  # tokens per training passage
-    steps: int = 500
+    steps: int = 380
     batch_size: int = 4
     lr: float = 3e-5
     warmup: int = 10
@@ -60,6 +62,7 @@ class DistillConfig:
     max_minutes: float = 10.0
     seed: int = 0
     sources: tuple[str, ...] = data.SOURCES
+    sparse_layers: tuple[int, ...] | None = None  # layer indices made sparse; None: every layer
 
     def __post_init__(self) -> None:
         preset(self.pattern)
@@ -79,6 +82,10 @@ class DistillConfig:
         if self.hidden_weight < 0 or self.warmup < 0:
             raise ValueError(f"hidden_weight and warmup must be >= 0, got {self.hidden_weight}, {self.warmup}")
         object.__setattr__(self, "sources", tuple(self.sources))
+        if self.sparse_layers is not None:
+            if not isinstance(self.sparse_layers, (list, tuple)):
+                raise ValueError(f"sparse_layers must be None or a list of layer indices, got {self.sparse_layers!r}")
+            object.__setattr__(self, "sparse_layers", tuple(self.sparse_layers))
         object.__setattr__(self, "base", str(self.base))
 
 
@@ -107,7 +114,7 @@ def _models(cfg: DistillConfig, out: Path, resume: bool):
     teacher = transformers.AutoModel.from_pretrained(cfg.base).eval().requires_grad_(False)
     src = out if resume else cfg.base
     student = transformers.AutoModel.from_pretrained(src)
-    sparsify(student, preset(cfg.pattern), block_size=cfg.block_size)
+    sparsify(student, preset(cfg.pattern), block_size=cfg.block_size, layers=cfg.sparse_layers)
     if cfg.trainable == "attention":
         for name, p in student.named_parameters():
             p.requires_grad_(".attention." in name or "layernorm" in name.lower())
@@ -136,7 +143,7 @@ def distill(cfg: DistillConfig, out: str | os.PathLike, *, resume: bool = False,
         if not (out / "state.json").exists():
             raise ValueError(f"resume=True needs a checkpoint in {out}, found no state.json")
         state = json.loads((out / "state.json").read_text())
-        saved = DistillConfig(**{**state["config"], "sources": tuple(state["config"]["sources"])})
+        saved = DistillConfig(**state["config"])
         if dataclasses.replace(saved, steps=cfg.steps, max_minutes=cfg.max_minutes) != cfg:
             raise ValueError(
                 f"resume: the settings differ from the checkpoint's ({state['config']}); only steps and max_minutes may change"
@@ -224,8 +231,9 @@ def load_distilled(path: str | os.PathLike, *, max_positions: int | None = None,
         raise ValueError(f"path must be a directory written by sparseformer distill, found no config.json in {path}")
     register()
     config = transformers.AutoConfig.from_pretrained(path)
-    pattern, block_size, _ = settings(config)
-    setattr(config, NAME, config_entry(pattern, block_size=block_size, backend=backend))
+    saved = settings(config)
+    entry = config_entry(saved.pattern, block_size=saved.block_size, backend=backend, layers=saved.layers)
+    setattr(config, NAME, entry)
     model = transformers.AutoModel.from_pretrained(path, config=config, attn_implementation=NAME).eval()
     if max_positions is not None:
         extend_positions(model, max_positions)

@@ -16,20 +16,27 @@ def _configs(model) -> list:
     return list(seen.values())
 
 
-def sparsify(model, pattern: P.Pattern, *, block_size: int = 64, backend: str = "auto"):
-    """Make every attention layer of ``model`` (a transformers ``PreTrainedModel``) use ``pattern``.
+def sparsify(
+    model, pattern: P.Pattern, *, block_size: int = 64, backend: str = "auto", layers: list[int] | None = None
+):
+    """Make the attention layers of ``model`` (a transformers ``PreTrainedModel``) use ``pattern``:
+    every layer, or with ``layers`` only those whose ``layer_idx`` is listed (0-based, each
+    ``< config.num_hidden_layers``); the others keep exact dense attention.
 
-    Sets ``config.sparseformer = config_entry(pattern, block_size=..., backend=...)`` on the model's
-    configs and switches them to ``attn_implementation="sparseformer"``. Decoder layers (those with
-    ``is_causal``) compile the pattern with ``causal=True``. With ``P.Dense()`` the model computes
-    what it computed before. Returns ``model``.
+    Sets ``config.sparseformer = config_entry(pattern, block_size=..., backend=..., layers=...)`` on
+    the model's configs and switches them to ``attn_implementation="sparseformer"``. Decoder layers
+    (those with ``is_causal``) compile the pattern with ``causal=True``. With ``P.Dense()`` the
+    model computes what it computed before. Returns ``model``.
     """
     from ._deps import require
 
     transformers = require("transformers")
     if not isinstance(model, transformers.PreTrainedModel):
         raise TypeError(f"model must be a transformers PreTrainedModel, got {type(model).__name__}")
-    entry = config_entry(pattern, block_size=block_size, backend=backend)
+    entry = config_entry(pattern, block_size=block_size, backend=backend, layers=layers)
+    n = getattr(model.config, "num_hidden_layers", None)
+    if layers is not None and n is not None and max(layers) >= n:
+        raise ValueError(f"layers must be indices below num_hidden_layers={n}, got {sorted(layers)}")
     register()
     for cfg in _configs(model):
         setattr(cfg, NAME, entry)

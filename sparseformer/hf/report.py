@@ -32,8 +32,8 @@ def _density(name: str, length: int, heads: int, block_size: int) -> str:
 def _student_density(model, length: int) -> str:
     from .attention import settings
 
-    pattern, bs, _ = settings(model.config)
-    return f"{pattern.compile(q_len=length, num_heads=model.config.num_attention_heads, block_size=bs).density:.1%}"
+    c = model.config
+    return f"{settings(c).density(length, c.num_attention_heads, c.num_hidden_layers):.1%}"
 
 
 def quality_report(base: str, args) -> str:
@@ -101,6 +101,6 @@ def _sparse_rows(base, args, ids, ref, length, heads, max_positions, batch_size)
     for path in args.student:
         model = load_distilled(path, max_positions=max_positions)
         e = embed(model, ids, desc=f"{path} L={length}", **kw)
-        bs = settings(model.config)[1]
+        bs = settings(model.config).block_size
         rows.append(_row(f"distilled `{path}`, block {bs}", length, _student_density(model, length), agreement(ref, e)))
     return rows

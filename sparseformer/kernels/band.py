@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -173,7 +174,18 @@ def _windows(x: torch.Tensor, n: int, bs: int, wl: int, wr: int, head: torch.Ten
     return torch.cat(tiles if head is None else [head, *tiles], -2)
 
 
-def band_attention(
+class BandScores(NamedTuple):
+    """The band's scores per query tile and what finishing the attention needs."""
+
+    scores: torch.Tensor  # [B, Hk, g, n, bs, K]: K = G + w*bs keys per tile, key and pair terms included
+    values: torch.Tensor  # [B, Hk, 1, n, K, Dv]
+    seen: torch.Tensor | None  # bool, broadcastable to [B, Hk, g, n, bs, 1]; None: every row keeps a key
+    qs: torch.Tensor  # [B, Hk, g, L, D]: the scaled queries
+    k: torch.Tensor  # [B, Hk, L, D]
+    v: torch.Tensor  # [B, Hk, L, Dv]
+
+
+def band_scores(
     q: torch.Tensor,  # [B, H, L, D]
     k: torch.Tensor,  # [B, Hk, L, D]
     v: torch.Tensor,  # [B, Hk, L, Dv]
@@ -181,9 +193,9 @@ def band_attention(
     *,
     key_padding_mask: torch.Tensor | None = None,  # bool [B, L], True = keep
     scale: float,
-    dropout_p: float = 0.0,
-) -> torch.Tensor:  # [B, H, L, Dv]
-    """Attention over the pairs of ``band`` (see the module docstring).
+) -> BandScores:
+    """The scores of the window and global-key pairs of ``band``, per query tile (rows
+    ``i < Gr`` included but wrong: :func:`band_finish` replaces them).
 
     Conditions on the key alone (outside ``[0, L)``, padding, ``j < G`` in the window part) ride
     in the score product as an extra column (``[q, 1] . [k, bias_j]``); conditions and score terms
@@ -194,7 +206,7 @@ def band_attention(
     g = h // hk
     n = (length + bs - 1) // bs
     wl, wr = band.reach
-    gk, gr = min(band.global_keys, length), min(band.global_rows, length)
+    gk = min(band.global_keys, length)
     lp = (n + wl + wr) * bs  # padded key length: tile t's window starts at t * bs
 
     jp = torch.arange(lp, device=dev) - wl * bs  # key index of each padded slot
@@ -242,15 +254,37 @@ def band_attention(
         keys = _windows(valid[:, None, :, None], n, bs, wl, wr, heads[2])[:, 0, :, :, 0]  # [1 or B, n, G + w*bs]
         keep = keys[:, None, None, :, None, :]  # [1 or B, 1, 1, n, 1, G + w*bs]
         seen = (keep if pairs is None else keep & pairs).any(-1, keepdim=True)
-    out = attend(scores, vw[:, :, None], seen, dropout_p)  # [B, Hk, g, n, bs, Dv]
+    # The keys of the padded copies (a plain [L, D] operand, which exporters fuse into products).
+    kk, vv = kp[..., wl * bs : wl * bs + length, :], vp[..., wl * bs : wl * bs + length, :]
+    return BandScores(scores, vw[:, :, None], seen, qs, kk, vv)
+
+
+def band_finish(out: torch.Tensor, parts: BandScores, band: Band, key_padding_mask, dropout_p: float) -> torch.Tensor:
+    """``out [B, Hk, g, n, bs, Dv]`` (per query tile) -> ``[B, H, L, Dv]``, with the rows
+    ``i < Gr`` computed over every key."""
+    b, hk, g, length, _ = parts.qs.shape
     out = out.flatten(-3, -2)[..., :length, :]  # [B, Hk, g, L, Dv]
+    gr = min(band.global_rows, length)
     if gr:
-        # The keys of the padded copies (a plain [L, D] operand, which exporters fuse into the product).
-        kk, vv = kp[..., wl * bs : wl * bs + length, :], vp[..., wl * bs : wl * bs + length, :]
-        out = torch.cat(
-            [_global_rows(qs[..., :gr, :], kk, vv, band, key_padding_mask, dropout_p), out[..., gr:, :]], -2
-        )
-    return out.reshape(b, h, length, v.shape[-1])
+        rows = _global_rows(parts.qs[..., :gr, :], parts.k, parts.v, band, key_padding_mask, dropout_p)
+        out = torch.cat([rows, out[..., gr:, :]], -2)
+    return out.reshape(b, hk * g, length, out.shape[-1])
+
+
+def band_attention(
+    q: torch.Tensor,  # [B, H, L, D]
+    k: torch.Tensor,  # [B, Hk, L, D]
+    v: torch.Tensor,  # [B, Hk, L, Dv]
+    band: Band,
+    *,
+    key_padding_mask: torch.Tensor | None = None,  # bool [B, L], True = keep
+    scale: float,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:  # [B, H, L, Dv]
+    """Attention over the pairs of ``band`` (see the module docstring and :func:`band_scores`)."""
+    parts = band_scores(q, k, v, band, key_padding_mask=key_padding_mask, scale=scale)
+    out = attend(parts.scores, parts.values, parts.seen, dropout_p)  # [B, Hk, g, n, bs, Dv]
+    return band_finish(out, parts, band, key_padding_mask, dropout_p)
 
 
 def _global_rows(qg, k, v, band: Band, key_padding_mask, dropout_p: float) -> torch.Tensor:

@@ -5,7 +5,9 @@ autograd and exports with ``torch.export`` / ``torch.onnx.export``. Rows (a head
 are processed in buckets of similar length (``BlockLayout.row_buckets``), so time and memory
 follow the number of visited tiles (at most twice it, with padding), never ``Lq * Lk``.
 Layouts of band form (``BlockLayout.band``: sliding windows plus global prefix tokens) run
-:func:`~sparseformer.kernels.band.band_attention` instead: contiguous K/V slices, no gathers.
+:func:`~sparseformer.kernels.band.band_attention` instead: contiguous K/V slices, no gathers;
+band layouts plus a ``StridedSample`` (``BlockLayout.strided``) run
+:func:`~sparseformer.kernels.strided.strided_band_attention`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch.nn.functional as F
 from ..layout import BlockLayout, Bucket
 from .band import band_attention
 from .softmax import masked_attend
+from .strided import strided_band_attention
 
 
 def _tiles(x: torch.Tensor, n: int, bs: int) -> torch.Tensor:
@@ -64,6 +67,12 @@ def gather_attention(
 ) -> torch.Tensor:  # [B, H, Lq, Dv]
     if layout.band is not None:
         return band_attention(q, k, v, layout.band, key_padding_mask=key_padding_mask, scale=scale, dropout_p=dropout_p)
+    if layout.strided is not None:
+        band, sample = layout.strided
+        return strided_band_attention(
+            q, k, v, band, sample.stride, sample.reweight, sample.tiles.to(q.device),
+            key_padding_mask=key_padding_mask, scale=scale, dropout_p=dropout_p,
+        )  # fmt: skip
     b, h, lq, _ = q.shape
     hk, dv = k.shape[1], v.shape[-1]
     bs, nq, nk = layout.block_size, layout.nq, layout.nk

@@ -16,6 +16,7 @@ from .presets import BigBird, Longformer, from_deepspeed
 from .random_blocks import RandomBlocks
 from .sliding_window import SlidingWindow
 from .strided import Strided
+from .strided_sample import StridedSample
 
 __all__ = [
     "BigBird",
@@ -34,6 +35,7 @@ __all__ = [
     "Shape",
     "SlidingWindow",
     "Strided",
+    "StridedSample",
     "Union",
     "alibi_slopes",
     "from_deepspeed",

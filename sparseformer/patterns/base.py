@@ -121,12 +121,13 @@ class Pattern:
         return None
 
     def _resolve(self, shape: Shape, allowed: torch.Tensor | None) -> Pattern:
-        """Replace random parts by the blocks they sample. ``allowed`` is ``bool [Hp, nq, nk]``:
-        the tiles where the enclosing pattern can keep a pair (None: all)."""
+        """Replace gap-filling parts (``_fills_gaps``) by what they keep for this shape.
+        ``allowed`` is ``bool [Hp, nq, nk]``: the tiles where the enclosing pattern can keep a pair
+        (None: all)."""
         return self
 
     @property
-    def _is_random(self) -> bool:
+    def _fills_gaps(self) -> bool:
         return False
 
     @property

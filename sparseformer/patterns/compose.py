@@ -24,9 +24,10 @@ def _sum_optional(values: list[torch.Tensor | None]) -> torch.Tensor | None:
     return out
 
 
-def has_random(p: Pattern) -> bool:
-    """Whether ``p`` contains a part that samples blocks."""
-    return p._is_random or any(has_random(c) for c in getattr(p, "parts", ()))
+def fills_gaps(p: Pattern) -> bool:
+    """Whether ``p`` contains a part that samples among the tiles the other parts leave empty
+    (:class:`RandomBlocks`, :class:`StridedSample`)."""
+    return p._fills_gaps or any(fills_gaps(c) for c in getattr(p, "parts", ()))
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,8 @@ class _Composite(Pattern):
 
 @dataclass(frozen=True)
 class Union(_Composite):
-    """Pairs kept by any part (``a | b``). Random parts draw among the tiles the other parts
-    leave empty."""
+    """Pairs kept by any part (``a | b``). Gap-filling parts (:func:`fills_gaps`) draw or keep
+    pairs only among the tiles the other parts leave empty."""
 
     def _states(self, shape: Shape) -> torch.Tensor:
         out = self.parts[0]._states(shape)
@@ -73,7 +74,7 @@ class Union(_Composite):
     def _resolve(self, shape: Shape, allowed: torch.Tensor | None) -> Pattern:
         from ..layout import exact_states
 
-        fixed = [p._resolve(shape, allowed) for p in self.parts if not has_random(p)]
+        fixed = [p._resolve(shape, allowed) for p in self.parts if not fills_gaps(p)]
         if len(fixed) == len(self.parts):
             return Union(tuple(fixed))
         resolved = list(fixed)
@@ -82,7 +83,7 @@ class Union(_Composite):
             base = exact_states(Union(tuple(fixed)), shape) == NONE
             free = base if allowed is None else allowed & base
         for p in self.parts:
-            if has_random(p):
+            if fills_gaps(p):
                 r = p._resolve(shape, free)
                 resolved.append(r)
                 taken = exact_states(r, shape) == NONE
@@ -92,8 +93,8 @@ class Union(_Composite):
 
 @dataclass(frozen=True)
 class Intersection(_Composite):
-    """Pairs kept by every part (``a & b``). Random parts draw only where the other parts can
-    keep a pair."""
+    """Pairs kept by every part (``a & b``). Gap-filling parts (:func:`fills_gaps`) draw or keep
+    pairs only where the other parts can keep a pair."""
 
     def _states(self, shape: Shape) -> torch.Tensor:
         out = self.parts[0]._states(shape)
@@ -110,13 +111,13 @@ class Intersection(_Composite):
     def _resolve(self, shape: Shape, allowed: torch.Tensor | None) -> Pattern:
         from ..layout import exact_states
 
-        fixed = [p._resolve(shape, allowed) for p in self.parts if not has_random(p)]
+        fixed = [p._resolve(shape, allowed) for p in self.parts if not fills_gaps(p)]
         if len(fixed) == len(self.parts):
             return Intersection(tuple(fixed))
         if fixed:
             ok = exact_states(Intersection(tuple(fixed)), shape) != NONE
             allowed = ok if allowed is None else allowed & ok
-        rand = [p._resolve(shape, allowed) for p in self.parts if has_random(p)]
+        rand = [p._resolve(shape, allowed) for p in self.parts if fills_gaps(p)]
         return Intersection(tuple(fixed + rand))
 
 
@@ -156,7 +157,7 @@ class PerHead(Pattern):
         for h, p in enumerate(self.patterns):
             a = None if allowed is None else allowed[h if allowed.shape[0] > 1 else 0][None]
             r = p._resolve(shape, a)
-            out.append(r)  # a random part draws for every head; head h reads row h
+            out.append(r)  # a gap-filling part resolves for every head; head h reads row h
         return PerHead(*out)
 
     def _states(self, shape: Shape) -> torch.Tensor:

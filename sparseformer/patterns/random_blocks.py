@@ -34,7 +34,7 @@ class RandomBlocks(Pattern):
         check_int("seed", self.seed, minimum=0)
 
     @property
-    def _is_random(self) -> bool:
+    def _fills_gaps(self) -> bool:
         return True
 
     def _resolve(self, shape: Shape, allowed: torch.Tensor | None) -> Pattern:

@@ -64,6 +64,7 @@ def test_presets_at_512_tokens_stay_under_30_percent():
 
     assert 0.25 < density("sliding-cls-random", 16) <= 0.30
     assert 0.25 < density("sliding2-cls", 32) <= 0.30
+    assert 0.25 < density("sliding-cls-strided", 16) <= 0.30
     assert density("sliding-cls-random", 16) > density("sliding-cls", 16)
 
 

@@ -47,6 +47,23 @@ def test_distilled_model_differs_from_base_and_extends(tiny_dir, tmp_path):
         assert model(input_ids=torch.randint(1000, 2000, (1, 128))).last_hidden_state.shape == (1, 128, 32)
 
 
+def test_sparse_layers_are_kept_and_checked(tiny_dir, tmp_path):
+    import dataclasses
+
+    cfg = dataclasses.replace(_cfg(tiny_dir, 1), sparse_layers=[1])
+    state = distill(cfg, tmp_path / "d", eval_passages=0)
+    assert state["config"]["sparse_layers"] == (1,)
+    model = load_distilled(tmp_path / "d")
+    assert model.config.sparseformer["layers"] == [1]
+    with pytest.raises(ValueError, match="settings differ"):
+        distill(_cfg(tiny_dir, 2), tmp_path / "d", resume=True)
+    assert distill(dataclasses.replace(cfg, steps=2), tmp_path / "d", resume=True, eval_passages=0)["step"] == 2
+    with pytest.raises(ValueError, match="sparse_layers"):
+        DistillConfig(base=tiny_dir, sparse_layers=1)
+    with pytest.raises(ValueError, match="num_hidden_layers"):
+        distill(dataclasses.replace(cfg, sparse_layers=[5]), tmp_path / "e", eval_passages=0)
+
+
 def test_bad_arguments(tiny_dir, tmp_path):
     with pytest.raises(ValueError, match="pattern preset"):
         DistillConfig(base=tiny_dir, pattern="nope")

@@ -36,7 +36,12 @@ def test_dense_pattern_reproduces_stock_model(block_size):
 
 @pytest.mark.parametrize(
     "pattern",
-    [P.SlidingWindow(1, unit="block") | P.Global(tokens=1), P.BlockLocal(), P.BigBird(num_random_blocks=1, seed=3)],
+    [
+        P.SlidingWindow(1, unit="block") | P.Global(tokens=1),
+        P.BlockLocal(),
+        P.BigBird(num_random_blocks=1, seed=3),
+        P.SlidingWindow(1, unit="block") | P.Global(tokens=1) | P.StridedSample(3),
+    ],
 )
 def test_sparse_pattern_matches_dense_masked_model(pattern):
     stock = bert()
@@ -51,6 +56,42 @@ def test_sparse_pattern_matches_dense_masked_model(pattern):
         got = sparse(input_ids=ids, attention_mask=mask).last_hidden_state
     keep = mask.bool()
     assert (got[keep] - want[keep]).abs().max() <= 1e-5
+
+
+def test_layers_picks_the_sparse_layers():
+    """``layers=[i]``: layer i computes the pattern, every other layer the stock dense attention."""
+    pattern = P.BlockLocal()
+    stock = bert()
+    ids = torch.randint(1, 200, (2, 64))
+
+    def states(model):
+        with torch.no_grad():
+            return model(input_ids=ids, output_hidden_states=True).hidden_states  # embeddings, layer 0, layer 1
+
+    want_dense = states(stock)
+    want_sparse = states(sfh.sparsify(copy_of(stock), pattern, block_size=16))
+    first = states(sfh.sparsify(copy_of(stock), pattern, block_size=16, layers=[0]))
+    second = states(sfh.sparsify(copy_of(stock), pattern, block_size=16, layers=(1,)))
+    close = lambda a, b: (a - b).abs().max() <= 1e-5  # noqa: E731
+    assert not close(want_sparse[1], want_dense[1]) and not close(want_sparse[2], want_dense[2])
+    assert close(first[1], want_sparse[1]) and not close(first[2], want_sparse[2])
+    assert close(second[1], want_dense[1]) and not close(second[2], want_dense[2])
+    both = states(sfh.sparsify(copy_of(stock), pattern, block_size=16, layers=[1, 0]))
+    assert close(both[2], want_sparse[2])
+
+
+def test_layers_density_and_bad_layers():
+    from sparseformer.hf.attention import settings
+
+    pattern = P.BlockLocal()
+    model = sfh.sparsify(bert(), pattern, block_size=16, layers=[1])
+    per_layer = pattern.compile(q_len=64, num_heads=4, block_size=16).density
+    assert settings(model.config).density(64, 4, 2) == pytest.approx((1 + per_layer) / 2)
+    for bad in ([], [-1], ["0"], [True], 1):
+        with pytest.raises(ValueError, match="layers"):
+            sfh.sparsify(bert(), pattern, layers=bad)
+    with pytest.raises(ValueError, match="num_hidden_layers=2"):
+        sfh.sparsify(bert(), pattern, layers=[2])
 
 
 def test_global_cls_token_sees_everything():

@@ -52,6 +52,23 @@ def test_zero_shot_sparse_beats_truncation_on_held_out_text(minilm):
     assert ours["mean_cos"] >= 0.9 and ours["mean_cos"] > cut["mean_cos"]
 
 
+def test_strided_sample_beats_random_blocks_at_the_same_density(minilm):
+    """At 512 tokens and about 27% density, every 5th key re-weighted keeps MiniLM's embeddings
+    closer to the dense ones than 6 re-weighted random blocks (100 passages: 0.987 vs 0.972)."""
+    from transformers import AutoModel
+
+    from sparseformer.hf.quality import preset
+
+    path, tok, stock = minilm
+    ids = torch.stack([p for _, p in data.passages(tok, 512, "heldout", limit=8, seed=0)])
+    ref = embed(stock, ids)
+    got = {}
+    for name in ("sliding-cls-strided", "sliding-cls-random"):
+        model = sfh.sparsify(AutoModel.from_pretrained(path).eval(), preset(name), block_size=16)
+        got[name] = agreement(ref, embed(model, ids))["mean_cos"]
+    assert got["sliding-cls-strided"] >= 0.98 and got["sliding-cls-strided"] > got["sliding-cls-random"], got
+
+
 def test_extended_positions_read_2048_tokens(minilm):
     from transformers import AutoModel
 

@@ -19,6 +19,7 @@ from sparseformer.hf import from_spec, to_spec
         P.BigBird(num_random_blocks=2, seed=7),
         P.PerHead((P.BlockLocal(), P.Strided(4))),
         P.DistanceDecay((0.1, 0.2), eps=1e-3),
+        P.SlidingWindow(1, unit="block") | P.Global(tokens=1) | P.StridedSample(5, reweight=False),
     ],
 )
 def test_roundtrip(pattern):

@@ -13,6 +13,7 @@ PATTERNS = [
     P.SlidingWindow(20, right=3) | P.Global(tokens=(0, 5)),
     P.BigBird(num_random_blocks=2, seed=1),
     P.BlockLocal() | P.RandomBlocks(1, seed=3),
+    P.SlidingWindow(1, unit="block") | P.Global(tokens=1) | P.StridedSample(3),
     P.DistanceDecay(0.1, eps=1e-3),
     P.DistanceDecay((0.02, 0.5, 0.1, 1.0)),  # per-head slopes, dense
     P.DistanceDecay(0.3, eps=0.05) | P.Global(tokens=1),
