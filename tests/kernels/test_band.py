@@ -37,12 +37,13 @@ def band_patterns(draw):
 
 
 @st.composite
-def band_problems(draw, max_len: int = 90):
-    """(q, k, v, layout, key_padding_mask), float64, self-attention with a band pattern."""
+def band_problems(draw, max_len: int = 90, patterns=None):
+    """(q, k, v, layout, key_padding_mask), float64, self-attention with a pattern drawn from
+    ``patterns`` (default: a band pattern)."""
     length = draw(st.integers(1, max_len))
     h, hk = 4, draw(st.sampled_from([1, 2, 4]))
     d, dv, b = draw(st.sampled_from([8, 16])), draw(st.sampled_from([8, 5])), draw(st.integers(1, 2))
-    layout = draw(band_patterns()).compile(
+    layout = draw(band_patterns() if patterns is None else patterns).compile(
         q_len=length, num_heads=h, block_size=draw(st.sampled_from([16, 32])), causal=draw(st.booleans())
     )
     g = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
@@ -78,8 +79,8 @@ def test_float64_matches_reference(case):
     torch.testing.assert_close(sf.sparse_attention(q, k, v, layout, key_padding_mask=kpm, backend="gather"), got)
 
 
-@given(band_problems(max_len=50))
-def test_float32_and_gradients_match_reference(case):
+def assert_gather_matches_reference_with_gradients(case):
+    """``gather`` in float64 and float32, values and gradients, against the float64 reference."""
     q, k, v, layout, kpm = case
     grads = []
     for backend, dtype in (("reference", torch.float64), ("gather", torch.float64), ("gather", torch.float32)):
@@ -91,6 +92,11 @@ def test_float32_and_gradients_match_reference(case):
         assert not f64.isnan().any()
         torch.testing.assert_close(f64, ref, rtol=1e-9, atol=1e-12)
         torch.testing.assert_close(f32.double(), ref, rtol=1e-4, atol=1e-5)
+
+
+@given(band_problems(max_len=50))
+def test_float32_and_gradients_match_reference(case):
+    assert_gather_matches_reference_with_gradients(case)
 
 
 def test_dropout_keeps_the_expectation():

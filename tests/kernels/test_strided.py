@@ -10,28 +10,18 @@ from hypothesis import strategies as st
 import sparseformer as sf
 from sparseformer import patterns as P
 
-from .test_band import band_patterns
+from .test_band import assert_gather_matches_reference_with_gradients, band_patterns, band_problems
 
 
 @st.composite
-def strided_problems(draw, max_len: int = 90):
+def strided_patterns(draw):
+    """A band pattern | a StridedSample."""
+    return draw(band_patterns()) | P.StridedSample(draw(st.integers(1, 7)), reweight=draw(st.booleans()))
+
+
+def strided_problems(max_len: int = 90):
     """(q, k, v, layout, key_padding_mask), float64, self-attention, a band pattern | StridedSample."""
-    length = draw(st.integers(1, max_len))
-    h, hk = 4, draw(st.sampled_from([1, 2, 4]))
-    d, dv, b = draw(st.sampled_from([8, 16])), draw(st.sampled_from([8, 5])), draw(st.integers(1, 2))
-    sample = P.StridedSample(draw(st.integers(1, 7)), reweight=draw(st.booleans()))
-    layout = (draw(band_patterns()) | sample).compile(
-        q_len=length, num_heads=h, block_size=draw(st.sampled_from([16, 32])), causal=draw(st.booleans())
-    )
-    g = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
-    q = torch.randn(b, h, length, d, generator=g, dtype=torch.float64)
-    k = torch.randn(b, hk, length, d, generator=g, dtype=torch.float64)
-    v = torch.randn(b, hk, length, dv, generator=g, dtype=torch.float64)
-    kpm = None
-    if draw(st.booleans()):
-        kpm = torch.rand(b, length, generator=g) > 0.3
-        kpm[-1, : draw(st.integers(0, length))] = False  # padded prefixes, up to a fully padded row
-    return q, k, v, layout, kpm
+    return band_problems(max_len, strided_patterns())
 
 
 @given(strided_problems())
@@ -46,17 +36,7 @@ def test_float64_matches_reference(case):
 
 @given(strided_problems(max_len=50))
 def test_float32_and_gradients_match_reference(case):
-    q, k, v, layout, kpm = case
-    grads = []
-    for backend, dtype in (("reference", torch.float64), ("gather", torch.float64), ("gather", torch.float32)):
-        qq, kk, vv = (t.detach().to(dtype).clone().requires_grad_() for t in (q, k, v))
-        out = sf.sparse_attention(qq, kk, vv, layout, key_padding_mask=kpm, backend=backend)
-        (out * torch.linspace(-1, 1, out.numel(), dtype=dtype).view_as(out)).sum().backward()
-        grads.append([out.detach(), qq.grad, kk.grad, vv.grad])
-    for ref, f64, f32 in zip(*grads):
-        assert not f64.isnan().any()
-        torch.testing.assert_close(f64, ref, rtol=1e-9, atol=1e-12)
-        torch.testing.assert_close(f32.double(), ref, rtol=1e-4, atol=1e-5)
+    assert_gather_matches_reference_with_gradients(case)
 
 
 def test_dropout_keeps_the_expectation():
