@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from sparseformer.hf import data
 from sparseformer.hf._deps import progress
 from sparseformer.hf.checkpoint import write_text
-from sparseformer.hf.commands import default_model
+from sparseformer.hf.data import default_model
 from sparseformer.hf.model import sparsify
 from sparseformer.hf.quality import agreement, embed, preset
 

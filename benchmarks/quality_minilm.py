@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sparseformer.hf.commands import add_parser_distill, add_parser_quality
+from sparseformer.cli.hf import add_parser_distill, add_parser_quality
 
 PATTERNS = ["block-local@32", "sliding@32", "sliding-global@32", "sliding-cls@32", "sliding2-cls@32",
             "sliding-cls-random@16", "sliding-cls-strided@16"]  # fmt: skip

@@ -1,4 +1,8 @@
-"""sparseformer: sparse attention that makes Transformers cheap enough for edge devices."""
+"""sparseformer: sparse attention that makes Transformers cheap enough for edge devices.
+
+``sf.hf`` (Hugging Face integration) is imported on first use; it needs ``sparseformer[hf]`` only
+when a model is touched, so ``import sparseformer`` stays light.
+"""
 
 from . import cache, export, nn, patterns
 from .attention import pattern_attention, sparse_attention
@@ -11,9 +15,18 @@ __all__ = [
     "cache",
     "compile_layout",
     "export",
+    "hf",
     "nn",
     "pattern_attention",
     "patterns",
     "sparse_attention",
     "__version__",
 ]
+
+
+def __getattr__(name: str):
+    if name == "hf":  # lazy: `sf.hf.sparsify(...)` without `import sparseformer.hf`
+        import importlib
+
+        return importlib.import_module(".hf", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,6 +7,7 @@ import math
 
 import torch
 
+from .band import band_of
 from .layout import BlockLayout, _check_block_size
 from .patterns.base import Pattern
 
@@ -171,12 +172,12 @@ def pattern_attention(
     kv_len=Lk, causal=causal), ...)``: what the modules call.
 
     One difference: self-attention (``Lq == Lk``) with a band-form pattern
-    (:func:`~sparseformer.kernels.band.band_of`: sliding windows and truncated decays plus global
+    (:func:`~sparseformer.band.band_of`: sliding windows and truncated decays plus global
     prefix tokens) on
     the ``gather`` backend runs :func:`~sparseformer.kernels.band.band_attention` without
     compiling a layout, so a traced graph (``torch.export``) keeps the length symbolic.
     """
-    from .kernels.band import band_attention, band_of
+    from .kernels.band import band_attention
 
     _check_inputs(q, k, v, key_padding_mask, dropout_p, scale)
     if not isinstance(pattern, Pattern):

@@ -24,6 +24,7 @@ from functools import cached_property
 import numpy as np
 import torch
 
+from .band import Band, band_of
 from .patterns.base import FULL, NONE, PARTIAL, Pattern, Shape, check_int
 from .patterns.causal import Causal
 from .patterns.compose import Intersection, Union
@@ -99,12 +100,10 @@ class BlockLayout:
         return self.pair_count / (self.num_heads * self.q_len * self.kv_len)
 
     @cached_property
-    def band(self):
-        """The layout as a :class:`~sparseformer.kernels.band.Band` (sliding windows and truncated
+    def band(self) -> Band | None:
+        """The layout as a :class:`~sparseformer.band.Band` (sliding windows and truncated
         decays plus a prefix of global tokens, self-attention, no sampled blocks), or None: backends that batch rows use
         contiguous slices for such layouts instead of gathered tiles."""
-        from .kernels.band import band_of
-
         if self.pattern is None or self.q_len != self.kv_len or self.q_offset or self.log_weight is not None:
             return None
         return band_of(self.pattern, self.block_size, self.causal, self.num_heads)
@@ -116,7 +115,6 @@ class BlockLayout:
         ``sample.reweight``, ``sample.tiles``: its candidate tiles ``bool [H, nq, nk]``), for
         self-attention; else None. The ``gather`` backend computes such layouts with
         :func:`~sparseformer.kernels.strided.strided_band_attention`."""
-        from .kernels.band import band_of
         from .patterns.strided_sample import StridedSample, _StridedIn
 
         if self.pattern is None or self.q_len != self.kv_len or self.q_offset:

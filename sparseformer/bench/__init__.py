@@ -1,4 +1,5 @@
 """``sparseformer bench``: measure every sparse strategy on this device and recommend one.
 
-The command lives in :mod:`sparseformer.bench.command` (``add_parser``, ``run``, ``main``).
+The library part: the sweep, measurements, recommendation, reports and plots; the command line
+lives in :mod:`sparseformer.cli.bench`.
 """

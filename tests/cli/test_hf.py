@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from sparseformer.hf.commands import add_parser_distill, add_parser_quality  # noqa: E402
+from sparseformer.cli.hf import add_parser_distill, add_parser_quality  # noqa: E402
 
 
 def _run(argv):

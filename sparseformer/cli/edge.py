@@ -1,4 +1,4 @@
-"""The ``sparseformer export`` and ``sparseformer generate`` subcommands (wired into cli.py)."""
+"""The ``sparseformer export`` and ``sparseformer generate`` subcommands."""
 
 from __future__ import annotations
 
