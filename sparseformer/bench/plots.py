@@ -3,8 +3,9 @@
 * ``latency.png``: median encoder latency against sequence length, log-log, one line per
   (strategy, block size), dense in black.
 * ``memory.png``: peak memory against sequence length, the same lines.
-* ``pareto.png``: cosine vs dense against latency at one length; the Pareto front (no other
-  point is both faster and better) is joined.
+* ``pareto.png``: quality (the recommendation's) against latency at one length; the Pareto
+  front (no other point is both faster and better) is joined and only its points are labelled
+  (placed so that labels do not overprint each other); every point is in the legend.
 * ``layouts.png``: the tile states of each strategy's layout (head 0) at that length, one row
   per block size: dark = full tile, mid = partial tile, white = skipped.
 """
@@ -15,6 +16,7 @@ import os
 
 from ..patterns.base import Pattern
 from .files import write_atomic
+from .quality import Quality
 from .strategies import DENSE
 
 FILES = ("latency.png", "memory.png", "pareto.png", "layouts.png")
@@ -24,7 +26,7 @@ def _plt():
     try:
         import matplotlib
     except ImportError as e:
-        raise ImportError(f"plots need matplotlib ({e}); install it with: pip install sparseformer[plot]") from e
+        raise ImportError("matplotlib is not installed; pip install sparseformer[plot]") from e
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -76,27 +78,94 @@ def _against_length(plt, results: dict, path: str, value, ylabel: str, title: st
     plt.close(fig)
 
 
-def _pareto(plt, results: dict, length: int | None, path: str) -> None:
-    recs = [m for m in results["measurements"] if m["seq_len"] == length]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    pts = sorted(((m["latency_ms"]["median"], m["quality_cosine"], m) for m in recs), key=lambda t: (t[0], -t[1]))
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points (latency, quality) that no other point beats on both (faster or as
+    fast, and better), fastest first."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
     front, best = [], float("-inf")
-    for x, y, _ in pts:
-        if y > best:
-            front.append((x, y))
-            best = y
-    for x, y, m in pts:
-        label = m["strategy"] if m["block_size"] is None else f"{m['strategy']} {m['block_size']}"
-        ax.scatter([x], [y], color="black" if m["strategy"] == DENSE else "tab:blue", s=18)
-        ax.annotate(label, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+# Label positions tried around a point, in points: (dx, dy, horizontal alignment, vertical alignment).
+_OFFSETS = [(dx, dy, "left" if dx >= 0 else "right", "bottom" if dy >= 0 else "top")
+            for dy in (4, -4, 14, -14, 24, -24) for dx in (5, -5)]  # fmt: skip
+
+
+def _overlap(a, b) -> float:
+    w = min(a.x1, b.x1) - max(a.x0, b.x0)
+    h = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return w * h if w > 0 and h > 0 else 0.0
+
+
+def place_labels(ax, xy: list[tuple[float, float]], texts: list[str], fontsize: float = 6.5) -> list:
+    """Annotate each point ``xy[i]`` with ``texts[i]`` at the first offset of :data:`_OFFSETS`
+    whose box overlaps no label placed before, no point and nothing outside the axes (else at the
+    offset that overlaps least); returns the annotations."""
+    from matplotlib.transforms import Bbox
+
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    r = 3.0  # half a marker, in pixels
+    marks = [Bbox.from_extents(px - r, py - r, px + r, py + r) for px, py in ax.transData.transform(xy)]
+    placed, out = [], []
+    for (x, y), text in zip(xy, texts):
+        best = None
+        for dx, dy, ha, va in _OFFSETS:
+            t = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va, fontsize=fontsize)
+            box = t.get_window_extent(renderer)
+            outside = box.width * box.height - _overlap(box, ax.bbox)
+            cost = outside + sum(_overlap(box, b) for b in placed + marks)
+            if best is None or cost < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (cost, t, box)
+            else:
+                t.remove()
+            if cost == 0:
+                break
+        placed.append(best[2])
+        out.append(best[1])
+    return out
+
+
+def _pareto(plt, results: dict, length: int | None, path: str, q: Quality, floor: float | None) -> None:
+    recs = [m for m in results["measurements"] if m["seq_len"] == length and q.value(m) is not None]
+    names = sorted({m["strategy"] for m in recs if m["strategy"] != DENSE})
+    block_sizes = sorted({m["block_size"] for m in recs if m["block_size"] is not None})
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    points = [(m["latency_ms"]["median"], q.value(m)) for m in recs]
+    for m, (x, y) in zip(recs, points):
+        if m["strategy"] == DENSE:
+            ax.scatter([x], [y], color="black", marker="*", s=70, label="dense (SDPA)", zorder=3)
+        else:
+            color = plt.get_cmap("tab10")(names.index(m["strategy"]) % 10)
+            marker = "os^D"[block_sizes.index(m["block_size"]) % 4]
+            ax.scatter([x], [y], color=color, marker=marker, s=22, label=f"{m['strategy']} bs={m['block_size']}")
+    front = pareto_front(points)
     if front:
-        ax.plot(*zip(*front), color="tab:red", linewidth=1.2, label="Pareto front")
-        ax.legend(fontsize=7)
+        ax.plot(*zip(*(points[i] for i in front)), color="tab:red", linewidth=1.0, zorder=1, label="Pareto front")
+    if floor is not None:
+        ax.axhline(floor, color="gray", linestyle="--", linewidth=0.8, label=f"default quality floor {floor:g}")
     ax.set_xscale("log")
     ax.set_xlabel("median encoder latency (ms)")
-    ax.set_ylabel("cosine vs dense")
-    ax.set_title(f"quality vs cost at length {length}")
+    note = q.note(length) if length is not None else ""
+    ax.set_ylabel(q.source().replace(" (", "\n("), fontsize=7)
+    ax.set_title(f"quality vs cost at length {length}" + (f" ({note})" if note else ""), fontsize=9)
     ax.grid(True, alpha=0.3)
+    if points:
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="every point", title_fontsize=6)
+    fig.tight_layout()
+    fig.canvas.draw()  # final limits and transforms, so labels can be placed in pixels
+    place_labels(
+        ax,
+        [points[i] for i in front],
+        [recs[i]["strategy"] if recs[i]["block_size"] is None else f"{recs[i]['strategy']} {recs[i]['block_size']}"
+         for i in front],
+    )  # fmt: skip
     _save(fig, path)
     plt.close(fig)
 
@@ -119,8 +188,16 @@ def _layouts(plt, layouts: dict[tuple[str, int], Pattern], length: int | None, h
     plt.close(fig)
 
 
-def write_plots(results: dict, out_dir: str, length: int | None, layouts: dict[tuple[str, int], Pattern]) -> list[str]:
-    """Write the four PNGs into ``out_dir``; returns their file names."""
+def write_plots(
+    results: dict,
+    out_dir: str,
+    length: int | None,
+    layouts: dict[tuple[str, int], Pattern],
+    q: Quality | None = None,
+    floor: float | None = None,
+) -> list[str]:
+    """Write the four PNGs into ``out_dir``; returns their file names. ``q``: the quality the
+    Pareto plot shows (default: the encoder cosine); ``floor``: a quality floor to draw there."""
     plt = _plt()
     _against_length(
         plt, results, os.path.join(out_dir, FILES[0]), lambda m: m["latency_ms"]["median"],
@@ -130,6 +207,6 @@ def write_plots(results: dict, out_dir: str, length: int | None, layouts: dict[t
         plt, results, os.path.join(out_dir, FILES[1]), lambda m: m["peak_mib"],
         "peak memory of one call (MiB)", "memory vs sequence length",
     )  # fmt: skip
-    _pareto(plt, results, length, os.path.join(out_dir, FILES[2]))
+    _pareto(plt, results, length, os.path.join(out_dir, FILES[2]), q or Quality(), floor)
     _layouts(plt, layouts, length, results["workload"]["heads"], os.path.join(out_dir, FILES[3]))
     return list(FILES)

@@ -72,6 +72,15 @@ _MODEL_QUALITY = {
         },
     },
 }
+_CHOICE = {  # one length's choice (sparseformer.bench.recommend)
+    "strategy": _STR,
+    "block_size": {"type": ["integer", "null"]},
+    "latency_ms": _NUM,
+    "dense_ms": _NUM_OR_NULL,
+    "peak_mib": _NUM_OR_NULL,
+    "quality_cosine": _NUM,
+    "quality_measured_at": {"type": "integer", "minimum": 1},
+}
 _RECOMMENDATION = {
     "type": "object",
     "required": ["found", "message", "seq_len"],
@@ -79,15 +88,24 @@ _RECOMMENDATION = {
         "found": {"type": "boolean"},
         "message": _STR,
         "seq_len": {"type": ["integer", "null"]},
-        "strategy": _STR,
-        "block_size": {"type": ["integer", "null"]},
+        **_CHOICE,
         "code": _STR,
-        "latency_ms": _NUM,
-        "peak_mib": _NUM_OR_NULL,
-        "quality_cosine": _NUM,
+        "sparsify_code": _STR,
         "quality_source": _STR,
         "constraints": {"type": "object"},
         "relax": {"type": "array", "items": _STR},
+        "floor": _NUM,
+        "per_length": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["seq_len", *_CHOICE],
+                "additionalProperties": False,
+                "properties": {"seq_len": {"type": "integer", "minimum": 1}, **_CHOICE},
+            },
+        },
+        "break_even": {"type": ["integer", "null"]},
+        "break_even_message": _STR,
     },
 }
 

@@ -1,5 +1,11 @@
-"""The strategies the benchmark compares: a name, the pattern for a block size, and the one line
-of Python that builds that pattern (what the recommendation prints)."""
+"""The strategies the benchmark compares: a name, the pattern for a block size, and the lines of
+user code that build it (what the recommendation prints).
+
+:data:`STRATEGIES` is the one place a strategy is added. A model's own (native) pattern, once
+``sfh.sparsify(model)`` runs a locally-attending model exactly, is one more :class:`Strategy` whose
+``sparsify_code`` returns ``"sfh.sparsify(model)"``; its measured quality is then 1.0 by
+construction and the recommendation needs no other change.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,21 @@ from ..patterns.base import Pattern
 DENSE = "dense"  # the baseline: nn.TransformerEncoderLayer with F.scaled_dot_product_attention
 
 
+def _layer_args(workload: dict) -> str:
+    """The encoder layer's arguments as measured (``workload``: a results' ``"workload"``): MiniLM's
+    shape by default, dropout 0 and GELU as the benchmark ran them; dtype, device and backend only
+    when they are not the defaults."""
+    out = (
+        f"d_model={workload['hidden']}, nhead={workload['heads']}, dim_feedforward={workload['ffn']}, "
+        'dropout=0.0, activation="gelu", batch_first=True'
+    )
+    if workload.get("dtype", "float32") != "float32":
+        out += f", dtype=torch.{workload['dtype']}"
+    if workload.get("device", "cpu") != "cpu":
+        out += f", device={workload['device']!r}"
+    return out
+
+
 @dataclass(frozen=True)
 class Strategy:
     """``code(block_size)`` is a Python expression (with ``from sparseformer import patterns as P``)
@@ -23,6 +44,20 @@ class Strategy:
 
     def build(self, block_size: int) -> Pattern:
         return eval(self.code(block_size), {"P": P})  # our own fixed expressions, so the printed line is what ran
+
+    def layer_code(self, block_size: int, workload: dict) -> str:
+        """One ``sf.nn.SparseTransformerEncoderLayer`` of the measured encoder (an expression in
+        ``torch``, ``sf`` and ``P``)."""
+        backend = workload.get("backend", "auto")
+        extra = "" if backend == "auto" else f", backend={backend!r}"
+        return (
+            f"sf.nn.SparseTransformerEncoderLayer({_layer_args(workload)}, "
+            f"pattern={self.code(block_size)}, block_size={block_size}{extra})"
+        )
+
+    def sparsify_code(self, block_size: int) -> str:
+        """The same attention in a Hugging Face model ``model`` (an expression in ``sfh`` and ``P``)."""
+        return f"sfh.sparsify(model, {self.code(block_size)}, block_size={block_size})"
 
 
 def decay_rate(block_size: int, eps: float = 0.01) -> float:
@@ -45,8 +80,29 @@ STRATEGIES: tuple[Strategy, ...] = (
 BY_NAME = {s.name: s for s in STRATEGIES}
 
 
-def dense_code(hidden: int, heads: int) -> str:
-    """The line that builds one layer of the dense baseline."""
-    return (
-        f"sparseformer.bench.workload.SDPAEncoderLayer({hidden}, {heads}, {4 * hidden}, 0.0, 'gelu', batch_first=True)"
-    )
+def dense_code(workload: dict) -> str:
+    """One layer of the dense baseline as user code (an expression in ``torch``): PyTorch's own
+    encoder layer, whose attention the benchmark computes with ``F.scaled_dot_product_attention``
+    (see :mod:`.workload`)."""
+    return f"torch.nn.TransformerEncoderLayer({_layer_args(workload)})"
+
+
+def user_code(name: str, block_size: int | None, workload: dict, on_model: bool, pattern: str = "") -> dict:
+    """The statements a user runs to get configuration (``name``, ``block_size``) of the measured
+    encoder: ``{"code": ...}`` builds one layer as ``layer``; with ``on_model`` (its quality was
+    measured on a pretrained model) also ``"sparsify_code"``, which makes a Hugging Face ``model``
+    use the same attention. ``pattern``: the pattern expression recorded for a strategy this
+    version does not know (an older results file)."""
+    if name == DENSE:
+        return {"code": f"import torch\nlayer = {dense_code(workload)}"}
+    s = BY_NAME.get(name) or Strategy(name, lambda bs: pattern)
+    torch_import = "import torch\n" if workload.get("dtype", "float32") != "float32" else ""
+    out = {
+        "code": f"{torch_import}import sparseformer as sf\nfrom sparseformer import patterns as P\n"
+        f"layer = {s.layer_code(block_size, workload)}"
+    }
+    if on_model:
+        out["sparsify_code"] = (
+            f"import sparseformer.hf as sfh\nfrom sparseformer import patterns as P\nmodel = {s.sparsify_code(block_size)}"
+        )
+    return out

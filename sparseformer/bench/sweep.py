@@ -92,7 +92,7 @@ def _measure_dense(w: Workload, plan: SweepPlan, dense, x, qkv, device) -> tuple
         attn = time_calls(
             lambda: F.scaled_dot_product_attention(*qkv), plan.repeats, plan.warmup, device, plan.min_time_s
         )
-    return _record(w, length, DENSE, None, dense_code(w.hidden, w.heads), timing, attn, peak, 1.0, None), ref
+    return _record(w, length, DENSE, None, dense_code(w.to_dict()), timing, attn, peak, 1.0, None), ref
 
 
 def _measure_sparse(w: Workload, plan: SweepPlan, s: Strategy, bs: int, dense, x, ref, qkv, device) -> dict:

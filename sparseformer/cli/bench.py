@@ -1,7 +1,7 @@
 """``sparseformer bench``: measure every strategy on this device and recommend one.
 
-``add_parser(subparsers)`` registers the subcommand; ``run(args)`` runs it and returns the exit status (0, or 130 after Ctrl-C with the partial
-results written).
+``add_parser(subparsers)`` registers the subcommand; ``run(args)`` runs it and returns the exit
+status (0, or 130 after Ctrl-C with the partial results written).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import datetime as _dt
 import json
 import os
 import sys
+import textwrap
 import time
 
 import torch
@@ -19,10 +20,11 @@ from ..attention import BACKENDS
 from ..bench.files import write_text
 from ..bench.measure import memory_method
 from ..bench.model_quality import model_quality
-from ..bench.recommend import Constraints, recommend
-from ..bench.report import markdown_report, print_ranked, ranked_length
+from ..bench.quality import Quality
+from ..bench.recommend import DEFAULT_MIN_QUALITY, FLOOR_WHY, Constraints, recommend
+from ..bench.report import markdown_report, print_tables, ranked_length, recommendation_lines
 from ..bench.schema import SCHEMA_VERSION, validate
-from ..bench.strategies import BY_NAME, DENSE
+from ..bench.strategies import BY_NAME, user_code
 from ..bench.sweep import SweepPlan, run_sweep
 from ..bench.workload import DTYPES, Workload
 
@@ -40,24 +42,46 @@ DEFAULTS = {
 }
 
 
+EPILOG = textwrap.fill(
+    f"Without --budget-ms or --budget-mb, the answer is, for each measured length, the fastest "
+    f"configuration (dense included) whose quality is at least --min-quality (default {DEFAULT_MIN_QUALITY:g}; sparse "
+    "layouts that keep every pair at that length do not count as sparse), and the break-even length is the "
+    "shortest measured length from which that choice is sparse and faster than dense at every longer measured "
+    f"length. Why {DEFAULT_MIN_QUALITY:g}: {FLOOR_WHY}. The pretrained model's quality is measured at 512 tokens "
+    "only; the output says so beside other lengths.",
+    width=90,
+)
+
+
 def add_parser(subparsers) -> None:
     """Register ``bench`` on an ``argparse`` subparsers object."""
     p = subparsers.add_parser(
         "bench",
         help="measure every sparse strategy on this device and recommend one",
         description=__doc__.splitlines()[0],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    c = p.add_argument_group("constraints (for the recommendation)")
+    c = p.add_argument_group(
+        "constraints (for the recommendation; without a budget, the fastest above the quality floor)"
+    )
     c.add_argument("--budget-ms", type=float, help="latest acceptable encoder latency, ms")
     c.add_argument("--budget-mb", type=float, help="largest acceptable peak memory of one call, MiB")
-    c.add_argument("--min-quality", type=float, help="smallest acceptable quality, a cosine in [-1, 1] (see --quality)")
-    c.add_argument("--seq-len", type=int, help="the sequence length to recommend for (measured first)")
+    c.add_argument(
+        "--min-quality",
+        type=float,
+        help="smallest acceptable quality, a cosine in [-1, 1] (see --quality; default floor "
+        f"{DEFAULT_MIN_QUALITY:g}); alone it moves the floor, with a budget the best quality that meets them all wins",
+    )
+    c.add_argument(
+        "--seq-len", type=int, help="the sequence length to recommend for (measured first; default: the longest)"
+    )
     c.add_argument(
         "--quality",
         choices=("auto", "encoder", "model"),
         default="auto",
-        help="what --min-quality bounds: the pretrained model's embedding cosine (model; auto when it was "
-        "measured) or the encoder output cosine vs dense (encoder)",
+        help="what --min-quality and the default floor bound: the pretrained model's embedding cosine (model; "
+        "auto when it was measured) or the encoder output cosine vs dense (encoder)",
     )
     c.add_argument("--from-results", metavar="RESULTS_JSON", help="recommend from an earlier run; measure nothing")
     w = p.add_argument_group("workload")
@@ -175,42 +199,47 @@ def _progress_bar(total: int):
     try:
         from tqdm.auto import tqdm
     except ImportError:
-        print("(install tqdm for a progress bar: pip install sparseformer[progress])", file=sys.stderr)
+        print("progress bar skipped: tqdm is not installed; pip install sparseformer[progress]", file=sys.stderr)
         return None
     return tqdm(total=total, desc="bench", unit="run", file=sys.stderr)
 
 
-def _write_outputs(results: dict, out_dir: str, plan: SweepPlan) -> list[str]:
+def _write_outputs(results: dict, out_dir: str, plan: SweepPlan, q: Quality) -> list[str]:
     """The plots, results.json (validated first) and report.md; returns the paths written."""
     from ..bench.plots import write_plots
 
     plots: list[str] = []
     if results["measurements"]:
         layouts = {(s.name, bs): s.build(bs) for s in plan.strategies for bs in plan.block_sizes}
+        floor = results["recommendation"].get("floor")
         try:
-            plots = write_plots(results, out_dir, ranked_length(results), layouts)
+            plots = write_plots(results, out_dir, ranked_length(results), layouts, q, floor)
         except ImportError as e:
             results["notes"].append(f"plots skipped: {e}")
+            print(f"plots skipped: {e}", file=sys.stderr)
     validate(results)
     write_text(os.path.join(out_dir, "results.json"), json.dumps(results, indent=1) + "\n")
     write_text(os.path.join(out_dir, "report.md"), markdown_report(results, plots))
     return [os.path.join(out_dir, f) for f in ("results.json", "report.md", *plots)]
 
 
-def _recommend(results: dict, args: argparse.Namespace, seq_len: int | None, constraints: Constraints) -> dict:
+def _recommend(results: dict, args: argparse.Namespace, seq_len: int | None, constraints: Constraints) -> Quality:
+    """Set ``results["recommendation"]`` (with the user code that builds it); returns the quality it read."""
     mq = results.get("model_quality")
     if args.quality == "model" and not (mq and mq["available"]):
         results["notes"].append("--quality model: no pretrained-model quality was measured; used the encoder cosine")
-    use = mq if args.quality in ("auto", "model") else None
-    return recommend(results["measurements"], seq_len, constraints, use)
+    q = Quality.of(mq if args.quality in ("auto", "model") else None)
+    rec = recommend(results["measurements"], seq_len, constraints, mq if q.on_model else None)
+    if rec["found"]:
+        recorded = next(m["code"] for m in results["measurements"] if m["strategy"] == rec["strategy"])
+        rec.update(user_code(rec["strategy"], rec["block_size"], results["workload"], q.on_model, recorded))
+    results["recommendation"] = rec
+    return q
 
 
-def _print_recommendation(rec: dict) -> None:
-    print(("Recommended: " if rec["found"] else "No recommendation: ") + rec["message"])
-    if rec["found"] and rec["strategy"] == DENSE:
-        print(f"    keep dense attention: {rec['code']}")
-    elif rec["found"]:
-        print(f"    from sparseformer import patterns as P; pattern = {rec['code']}")
+def _print_answer(results: dict) -> None:
+    print_tables(results)
+    print("\n".join(recommendation_lines(results["recommendation"])))
 
 
 def _from_results(args: argparse.Namespace, constraints: Constraints) -> int:
@@ -221,9 +250,8 @@ def _from_results(args: argparse.Namespace, constraints: Constraints) -> int:
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"--from-results must name a readable results.json, got {args.from_results!r} ({e})") from e
     validate(results)
-    results["recommendation"] = _recommend(results, args, args.seq_len, constraints)
-    print_ranked(results)
-    _print_recommendation(results["recommendation"])
+    _recommend(results, args, args.seq_len, constraints)
+    _print_answer(results)
     return 0
 
 
@@ -294,8 +322,11 @@ def _run(args: argparse.Namespace, work: Workload, plan: SweepPlan, constraints:
             results["model_quality"] = model_quality(
                 plan.strategies, plan.block_sizes, model_path=args.model, backend=work.backend, progress=progress
             )
-            if args.model and not results["model_quality"]["available"]:
-                results["notes"].append(f"--model {args.model} was not used: {results['model_quality']['reason']}")
+            if not results["model_quality"]["available"]:
+                reason = results["model_quality"]["reason"]
+                print(f"pretrained-model quality skipped: {reason}", file=sys.stderr)
+                if args.model:
+                    results["notes"].append(f"--model {args.model} was not used: {reason}")
         results["complete"] = True
     except KeyboardInterrupt:
         results["interrupted"] = True
@@ -304,11 +335,10 @@ def _run(args: argparse.Namespace, work: Workload, plan: SweepPlan, constraints:
         if bar is not None:
             bar.close()
     results["elapsed_s"] = time.perf_counter() - started
-    results["recommendation"] = _recommend(results, args, plan.seq_len, constraints)
-    files = _write_outputs(results, args.out, plan)
-    print_ranked(results)
-    _print_recommendation(results["recommendation"])
+    q = _recommend(results, args, plan.seq_len, constraints)
+    files = _write_outputs(results, args.out, plan, q)
+    print("wrote " + ", ".join(files))
     if results["interrupted"]:
         print(f"interrupted: kept the {len(results['measurements'])} measurements made so far", file=sys.stderr)
-    print("wrote " + ", ".join(files))
+    _print_answer(results)  # last: the answer
     return 130 if results["interrupted"] else 0

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import sys
 
 import pytest
 import torch
@@ -11,7 +13,9 @@ import torch
 from sparseformer import patterns as P
 from sparseformer.bench import measure, sweep
 from sparseformer.bench.plots import FILES
+from sparseformer.bench.recommend import DEFAULT_MIN_QUALITY
 from sparseformer.bench.schema import validate
+from sparseformer.bench.strategies import BY_NAME, STRATEGIES, user_code
 from sparseformer.bench.workload import Workload, dense_model, sparse_model, text_input
 from sparseformer.cli import bench as command
 from sparseformer.cli import main
@@ -161,3 +165,136 @@ def test_the_dense_baseline_computes_the_stock_layer():
     x = torch.randn(2, 37, 24, dtype=torch.float64)
     with torch.inference_mode():
         torch.testing.assert_close(ours(x), stock(x), rtol=1e-9, atol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """No constraint: the default floor."""
+    out = str(tmp_path_factory.mktemp("bench-default"))
+    return main(["bench", *TINY, "--out", out]), out, _load(out)
+
+
+def test_default_run_recommends_per_length_above_the_floor(default_run, capsys):
+    rc, out, results = default_run
+    assert rc == 0
+    validate(results)
+    rec = results["recommendation"]
+    assert rec["found"] and rec["floor"] == DEFAULT_MIN_QUALITY and "break_even" in rec
+    lengths = sorted({m["seq_len"] for m in results["measurements"]})
+    assert [c["seq_len"] for c in rec["per_length"]] == lengths
+    dense = next(m["code"] for m in results["measurements"] if m["strategy"] == "dense")
+    assert dense.startswith("torch.nn.TransformerEncoderLayer(")  # user code, never the benchmark's class
+    for c in rec["per_length"]:
+        at = [m for m in results["measurements"] if m["seq_len"] == c["seq_len"]]
+        ok = [
+            m
+            for m in at
+            if m["quality_cosine"] >= DEFAULT_MIN_QUALITY and (m["density"] < 1 or m["strategy"] == "dense")
+        ]
+        fastest = min(m["latency_ms"]["median"] for m in ok)
+        assert c["quality_cosine"] >= DEFAULT_MIN_QUALITY and c["latency_ms"] == fastest
+    with open(os.path.join(out, "report.md")) as f:
+        report = f.read()
+    assert rec["break_even_message"][1:] in report and f"Why {DEFAULT_MIN_QUALITY:g} by default" in report
+    assert "SDPAEncoderLayer(" not in report.split("## Sequence length")[0].split("## Recommendation")[1]
+
+
+def _exec_code(rec: dict, workload: dict, **scope):
+    """Run the recommendation's printed statements; returns what they bound."""
+    scope = dict(scope)
+    exec(rec["code"], scope)
+    if "sparsify_code" in rec:
+        exec(rec["sparsify_code"], scope)
+    return scope
+
+
+@pytest.mark.parametrize("strategy", [s.name for s in STRATEGIES])
+def test_the_printed_code_builds_the_measured_layer(strategy):
+    work = Workload(layers=1, heads=2, head_dim=8, backend="gather").to_dict()
+    code = user_code(strategy, 16, work, on_model=False)
+    assert "sparseformer.bench" not in code["code"] and "sparsify_code" not in code
+    layer = _exec_code(code, work)["layer"]
+    assert type(layer).__name__ == "SparseTransformerEncoderLayer"
+    assert layer.self_attn.pattern == BY_NAME[strategy].build(16) and layer.self_attn.block_size == 16
+    assert layer.self_attn.backend == "gather" and layer.linear1.out_features == 4 * work["hidden"]
+    dense = _exec_code(user_code("dense", None, work, on_model=True), work)["layer"]
+    assert type(dense) is torch.nn.TransformerEncoderLayer and dense.self_attn.num_heads == 2
+    x = torch.randn(1, 40, work["hidden"])  # the printed sparse layer with the dense layer's weights runs
+    layer.load_state_dict(dense.state_dict())
+    with torch.inference_mode():
+        assert layer.eval()(x).shape == x.shape
+
+
+def test_the_printed_sparsify_line_sparsifies_a_model():
+    transformers = pytest.importorskip("transformers")
+    sfh = pytest.importorskip("sparseformer.hf")
+    config = transformers.BertConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, vocab_size=50
+    )
+    model = transformers.BertModel(config).eval()
+    code = user_code("sliding+global", 32, Workload().to_dict(), on_model=True)
+    assert code["sparsify_code"].splitlines()[-1].startswith("model = sfh.sparsify(model, P.SlidingWindow(")
+    scope = _exec_code(code, Workload().to_dict(), model=model)
+    assert scope["model"] is model
+    assert model.config.sparseformer == sfh.config_entry(BY_NAME["sliding+global"].build(32), block_size=32)
+
+
+def _faked(results: dict, tmp_path, *, dense_ms: float, model_quality: dict | None = None) -> str:
+    """``results`` with dense's latency set to ``dense_ms`` (and a model quality), saved; its path."""
+    fake = copy.deepcopy(results)
+    for m in fake["measurements"]:
+        if m["strategy"] == "dense":
+            m["latency_ms"] = {"median": dense_ms, "spread": 0.0, "all": [dense_ms]}
+    if model_quality is not None:
+        fake["model_quality"] = model_quality
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(fake))
+    return str(path)
+
+
+def test_from_results_prints_the_user_code_and_labels_the_model_quality(default_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "rich", None)  # plain tables: one line per row
+    _, _, results = default_run
+    strategies = results["settings"]["strategies"]
+    sizes = results["settings"]["block_sizes"]
+    mq = {
+        "available": True,
+        "reason": "",
+        "model": "tiny-model",
+        "seq_len": 512,
+        "texts": 2,
+        "results": [{"strategy": "dense", "block_size": None, "embedding_cosine": 1.0}]
+        + [{"strategy": s, "block_size": bs, "embedding_cosine": 0.99} for s in strategies for bs in sizes],
+    }
+    path = _faked(results, tmp_path, dense_ms=1e6, model_quality=mq)  # every sparse configuration pays off
+    capsys.readouterr()
+    assert main(["bench", "--from-results", path]) == 0
+    printed = capsys.readouterr().out
+    lengths = sorted({m["seq_len"] for m in results["measurements"]})
+    assert f"break-even length {lengths[0]}" in printed.lower()
+    assert "model quality measured at 512 tokens" in printed  # beside length 64
+    assert "model cos@512" in printed and f"cos@{lengths[-1]}" in printed  # the ranked table's quality columns
+    assert "sparseformer.bench" not in printed
+    lines = printed.rstrip().splitlines()
+    # the output ends with the answer: the message, then the code that builds it
+    code = [ln.strip() for ln in lines[lines.index(next(x for x in lines if x.startswith("Recommended: "))) :]]
+    assert code[-1].startswith("model = sfh.sparsify(model, ")
+    layer_line = next(x for x in code if x.startswith("layer = sf.nn.SparseTransformerEncoderLayer("))
+    scope: dict = {}
+    exec("import sparseformer as sf\nfrom sparseformer import patterns as P\n" + layer_line, scope)
+    rec_strategy, rec_bs = code[0].split(": ")[2].split(" (block ")
+    assert scope["layer"].self_attn.pattern == BY_NAME[rec_strategy].build(int(rec_bs.rstrip(")")))
+
+
+def test_a_missing_optional_dependency_is_named_in_the_output(tmp_path, capsys, monkeypatch):
+    for name in ("matplotlib", "tqdm", "tqdm.auto", "rich", "rich.console", "rich.table", "transformers"):
+        monkeypatch.setitem(sys.modules, name, None)  # import now raises ImportError
+    argv = [*TINY, "--strategies", "block-local", "--block-sizes", "16", "--model", str(tmp_path / "m")]
+    assert main(["bench", *argv, "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "plots skipped: matplotlib is not installed; pip install sparseformer[plot]" in err
+    assert "progress bar skipped: tqdm is not installed; pip install sparseformer[progress]" in err
+    assert "tables in plain text: rich is not installed; pip install rich" in err
+    assert "pretrained-model quality skipped: transformers is not installed" in err and "sparseformer[hf]" in err
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".png")]
+    assert "plots skipped: matplotlib is not installed" in (tmp_path / "report.md").read_text()
