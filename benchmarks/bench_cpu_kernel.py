@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from sparseformer import patterns as P
+from sparseformer.bench.info import machine_line
 from sparseformer.kernels import cpu
 
 
@@ -48,6 +49,7 @@ def fwd_bwd(fn, inputs, grad_out) -> None:
 
 
 def main() -> None:
+    print(machine_line(), flush=True)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lengths", type=int, nargs="+", default=[2048, 4096, 8192])
     ap.add_argument("--threads", type=int, nargs="+", default=[2, 1])

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 import sparseformer as sf
 from sparseformer import patterns as P
+from sparseformer.bench.info import machine_line
 from sparseformer.bench.measure import peak_memory, time_calls
 
 PATTERNS = {
@@ -27,6 +28,7 @@ PATTERNS = {
 
 
 def main() -> None:
+    print(machine_line(), flush=True)
     ap = argparse.ArgumentParser()
     ap.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
     ap.add_argument("--repeats", type=int, default=5)

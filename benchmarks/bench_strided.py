@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 import sparseformer as sf
+from sparseformer.bench.info import machine_line
 from sparseformer.bench.measure import time_calls
 from sparseformer.hf.quality import preset
 
@@ -39,6 +40,7 @@ def timed(fn, q, k, v, weight, mode: str, repeats: int):
 
 
 def main() -> None:
+    print(machine_line(), flush=True)
     ap = argparse.ArgumentParser()
     ap.add_argument("--lengths", type=int, nargs="+", default=[512, 2048, 4096])
     ap.add_argument("--repeats", type=int, default=7)

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 import sparseformer as sf
 from sparseformer import patterns as P
+from sparseformer.bench.info import machine_line
 from sparseformer.export import quantize, to_executorch, to_onnx
 
 D, HEADS, FFN, LAYERS, BS = 384, 12, 1536, 6, 64
@@ -101,6 +102,7 @@ def measure(kind: str, path: Path, length: int, repeat: int, threads: int, out_n
 
 
 def main() -> int:
+    print(machine_line(), flush=True)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096])
     ap.add_argument("--formats", nargs="+", choices=("onnx", "executorch"), default=["onnx"])

@@ -16,12 +16,14 @@ from tqdm import tqdm
 
 import sparseformer as sf
 from sparseformer import patterns as P
+from sparseformer.bench.info import machine_line
 from sparseformer.generate import new_cache, rss_bytes, stream
 
 MiB = 1 << 20
 
 
 def main() -> int:
+    print(machine_line(), flush=True)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoints", type=int, nargs="+", default=[1024, 8192, 32768])
     ap.add_argument("--threads", type=int, default=1)

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 import sparseformer as sf
 from sparseformer import patterns as P
+from sparseformer.bench.info import machine_line
 from sparseformer.export import OnnxRunner, to_onnx
 from sparseformer.export.ort_sparse import OrtSparseAttention
 
@@ -53,6 +54,7 @@ def median_ms(fn, inputs: tuple, repeat: int) -> float:
 
 
 def main() -> int:
+    print(machine_line(), flush=True)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096])
     ap.add_argument("--threads", type=int, default=2)

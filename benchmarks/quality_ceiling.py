@@ -24,6 +24,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from sparseformer.bench.info import machine_line
 from sparseformer.hf import data
 from sparseformer.hf._deps import progress
 from sparseformer.hf.checkpoint import write_text
@@ -54,6 +55,7 @@ def gaps(ref: torch.Tensor) -> torch.Tensor:
 
 
 def main() -> int:
+    print(machine_line(), flush=True)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/quality_ceiling.md")
     p.add_argument("--passages", type=int, default=100)

@@ -19,6 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from sparseformer.bench.info import machine_line
 from sparseformer.cli.hf import add_parser_distill, add_parser_quality
 
 PATTERNS = ["block-local@32", "sliding@32", "sliding-global@32", "sliding-cls@32", "sliding2-cls@32",
@@ -35,6 +36,7 @@ def _run(argv: list[str]) -> int:
 
 
 def main() -> int:
+    print(machine_line(), flush=True)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out-dir", default="runs/quality")
     p.add_argument("--minutes", default="10")

@@ -48,6 +48,17 @@ def machine_info(device: str) -> dict:
     }
 
 
+def machine_line() -> str:
+    """One line naming the machine a benchmark ran on, read from the run itself: CPU model, CPUs
+    (usable by this process), torch threads, 1-minute load average (other work distorts timings)."""
+    info = machine_info("cpu")
+    load = f", load average {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
+    return (
+        f"machine: {info['cpu']}, {info['cpu_count']} CPUs ({info['usable_cpus']} usable), "
+        f"torch {torch.__version__} with {info['torch_threads']} threads{load}"
+    )
+
+
 def versions(backend: str, device: str, dtype: torch.dtype) -> dict:
     from .. import __version__
     from ..attention import pick_backend

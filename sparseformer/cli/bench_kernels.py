@@ -7,13 +7,14 @@ import argparse
 
 import torch
 
+from ..bench.info import machine_line
 from ..bench.kernels import METHODS, decode_table, kernels_table, long_run
 
 
 def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}")
+    print(machine_line())
     if args.lengths:
         kernels_table(args)
     if args.decode_lengths:
