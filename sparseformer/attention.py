@@ -65,8 +65,27 @@ def _check_inputs(q, k, v, key_padding_mask, dropout_p, scale) -> None:
         raise ValueError(f"scale must be a positive finite float or None, got {scale!r}")
 
 
-def _check(q, k, v, layout, key_padding_mask, dropout_p, scale) -> None:
+def _check_softcap_sinks(softcap, sinks, q: torch.Tensor) -> None:
+    if softcap is not None:
+        if isinstance(softcap, bool) or not isinstance(softcap, (int, float)):
+            raise TypeError(f"softcap must be a positive finite float or None, got {type(softcap).__name__}")
+        if not (math.isfinite(softcap) and softcap > 0):
+            raise ValueError(f"softcap must be a positive finite float or None, got {softcap!r}")
+    if sinks is not None:
+        if not isinstance(sinks, torch.Tensor) or not sinks.is_floating_point():
+            got = f"dtype {sinks.dtype}" if isinstance(sinks, torch.Tensor) else type(sinks).__name__
+            raise TypeError(f"sinks must be a floating-point tensor [H] (one logit per query head) or None, got {got}")
+        if tuple(sinks.shape) != (q.shape[1],):
+            raise ValueError(
+                f"sinks must have shape [H] = ({q.shape[1]},) (one logit per query head), got {tuple(sinks.shape)}"
+            )
+        if sinks.device != q.device:
+            raise ValueError(f"sinks must be on {q.device} like q, got {sinks.device}")
+
+
+def _check(q, k, v, layout, key_padding_mask, dropout_p, scale, softcap, sinks) -> None:
     _check_inputs(q, k, v, key_padding_mask, dropout_p, scale)
+    _check_softcap_sinks(softcap, sinks, q)
     if not isinstance(layout, BlockLayout):
         hint = " (call pattern.compile(q_len=..., num_heads=...) first)" if hasattr(layout, "compile") else ""
         raise TypeError(f"layout must be a BlockLayout, got {type(layout).__name__}{hint}")
@@ -115,6 +134,8 @@ def sparse_attention(
     key_padding_mask: torch.Tensor | None = None,
     dropout_p: float = 0.0,
     scale: float | None = None,
+    softcap: float | None = None,
+    sinks: torch.Tensor | None = None,
     backend: str = "auto",
 ) -> torch.Tensor:
     """Attention restricted to ``layout``, with ``scaled_dot_product_attention``'s conventions.
@@ -127,24 +148,35 @@ def sparse_attention(
         key_padding_mask: optional ``bool [B, Lk]``, True = keep the key.
         dropout_p: dropout on the attention probabilities (apply only while training).
         scale: score scale, ``None`` = ``1/sqrt(D)``.
+        softcap: ``None`` or ``c > 0``: logit soft-capping (Gemma 2). The score of a listed pair is
+            ``c * tanh(scale * <q_i, k_j> / c)``, then the layout's score terms (random-block
+            log-weights, decay bias) are added, then the masks apply.
+        sinks: ``None`` or a float tensor ``[H]`` (one per query head, may require grad):
+            attention sinks (GPT-OSS), one extra logit per head in the softmax denominator with
+            no value row: ``p_ij = exp(s_ij) / (sum_k exp(s_ik) + exp(sinks[h]))`` over the
+            listed keys ``k`` of row ``i``; equivalently ``out = out_without_sinks *
+            sigmoid(lse_i - sinks[h])`` with ``lse_i`` the row's logsumexp. Dropout applies to
+            these probabilities, as in GPT-OSS.
         backend: ``"auto"``, ``"reference"`` (dense oracle, O(L²)), ``"gather"`` (portable,
             exportable), ``"cpu"`` (native kernel).
 
     Returns ``[B, H, Lq, Dv]``. A query row with no attending key gives zeros.
     """
-    _check(q, k, v, layout, key_padding_mask, dropout_p, scale)
+    _check(q, k, v, layout, key_padding_mask, dropout_p, scale, softcap, sinks)
     _check_backend(backend)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    softcap = None if softcap is None else float(softcap)
+    terms = dict(key_padding_mask=key_padding_mask, scale=scale, dropout_p=dropout_p, softcap=softcap, sinks=sinks)
     if backend == "auto":
         backend = pick_backend(q, dropout_p)
     if backend == "reference":
         from .kernels.reference import reference_attention
 
-        return reference_attention(q, k, v, layout, key_padding_mask=key_padding_mask, scale=scale, dropout_p=dropout_p)
+        return reference_attention(q, k, v, layout, **terms)
     if backend == "gather":
         from .kernels.gather import gather_attention
 
-        return gather_attention(q, k, v, layout, key_padding_mask=key_padding_mask, scale=scale, dropout_p=dropout_p)
+        return gather_attention(q, k, v, layout, **terms)
     cpu = _cpu_kernel()
     if cpu is None:
         raise ValueError("backend='cpu' is not available here (see the log for why); use 'gather' or 'auto'")
@@ -152,7 +184,7 @@ def sparse_attention(
         raise ValueError(f"backend='cpu' needs CPU tensors, got device {q.device}")
     if dropout_p > 0:
         raise ValueError("backend='cpu' has no dropout; use backend='gather' or 'auto' for dropout_p > 0")
-    return cpu.attention(q, k, v, layout, key_padding_mask=key_padding_mask, scale=scale)
+    return cpu.attention(q, k, v, layout, key_padding_mask=key_padding_mask, scale=scale, softcap=softcap, sinks=sinks)
 
 
 def pattern_attention(
@@ -166,6 +198,8 @@ def pattern_attention(
     key_padding_mask: torch.Tensor | None = None,
     dropout_p: float = 0.0,
     scale: float | None = None,
+    softcap: float | None = None,
+    sinks: torch.Tensor | None = None,
     backend: str = "auto",
 ) -> torch.Tensor:
     """``sparse_attention(q, k, v, pattern.compile(q_len=Lq, num_heads=H, block_size=block_size,
@@ -175,11 +209,13 @@ def pattern_attention(
     (:func:`~sparseformer.band.band_of`: sliding windows and truncated decays plus global
     prefix tokens) on
     the ``gather`` backend runs :func:`~sparseformer.kernels.band.band_attention` without
-    compiling a layout, so a traced graph (``torch.export``) keeps the length symbolic.
+    compiling a layout, so a traced graph (``torch.export``) keeps the length symbolic
+    (``softcap`` and ``sinks`` included).
     """
     from .kernels.band import band_attention
 
     _check_inputs(q, k, v, key_padding_mask, dropout_p, scale)
+    _check_softcap_sinks(softcap, sinks, q)
     if not isinstance(pattern, Pattern):
         raise TypeError(f"pattern must be a sparseformer Pattern, got {type(pattern).__name__}")
     _check_backend(backend)
@@ -195,7 +231,11 @@ def pattern_attention(
             q_len=q.shape[2], num_heads=q.shape[1], block_size=block_size, kv_len=k.shape[2], causal=causal
         )
         return sparse_attention(
-            q, k, v, layout, key_padding_mask=key_padding_mask, dropout_p=dropout_p, scale=scale, backend=backend
-        )
+            q, k, v, layout, key_padding_mask=key_padding_mask, dropout_p=dropout_p, scale=scale,
+            softcap=softcap, sinks=sinks, backend=backend,
+        )  # fmt: skip
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    return band_attention(q, k, v, band, key_padding_mask=key_padding_mask, scale=scale, dropout_p=dropout_p)
+    softcap = None if softcap is None else float(softcap)
+    return band_attention(
+        q, k, v, band, key_padding_mask=key_padding_mask, scale=scale, dropout_p=dropout_p, softcap=softcap, sinks=sinks
+    )

@@ -49,6 +49,22 @@ def args(**over):
         (dict(dropout_p=1.0), ValueError, r"dropout_p must be a float in \[0, 1\)"),
         (dict(scale=0.0), ValueError, "scale must be a positive"),
         (dict(backend="fast"), ValueError, "backend must be one of"),
+        (dict(softcap=0.0), ValueError, "softcap must be a positive finite float or None, got 0.0"),
+        (dict(softcap=-2.0), ValueError, "softcap must be a positive"),
+        (dict(softcap=float("nan")), ValueError, "softcap must be a positive finite float or None, got nan"),
+        (dict(softcap=float("inf")), ValueError, "softcap must be a positive finite float or None, got inf"),
+        (dict(softcap="50"), TypeError, "softcap must be a positive finite float or None, got str"),
+        (dict(softcap=True), TypeError, "softcap must be .* got bool"),
+        (dict(softcap=torch.tensor(50.0)), TypeError, "softcap must be .* got Tensor"),
+        (dict(sinks=torch.zeros(2)), ValueError, r"sinks must have shape \[H\] = \(4,\) .* got \(2,\)"),
+        (dict(sinks=torch.zeros(1, 4)), ValueError, r"sinks must have shape \[H\] = \(4,\)"),
+        (
+            dict(sinks=torch.zeros(4, dtype=torch.int64)),
+            TypeError,
+            "sinks must be a floating-point tensor .* got dtype torch.int64",
+        ),
+        (dict(sinks=[0.0] * 4), TypeError, r"sinks must be a floating-point tensor \[H\] .* got list"),
+        (dict(sinks=torch.zeros(4, device="meta")), ValueError, "sinks must be on cpu like q, got meta"),
     ],
 )
 def test_bad_input(over, exc, text):
@@ -62,3 +78,10 @@ def test_meta_device_mismatch():
         sf.sparse_attention(
             torch.randn(2, 4, 40, 8), torch.randn(2, 2, 40, 8, device="meta"), torch.randn(2, 2, 40, 8), LAYOUT
         )
+
+
+@pytest.mark.parametrize("over", [dict(softcap=0.0), dict(sinks=torch.zeros(3)), dict(softcap="1")])
+def test_pattern_attention_checks_softcap_and_sinks(over):
+    q = torch.randn(1, 4, 40, 8)
+    with pytest.raises((ValueError, TypeError), match="softcap|sinks"):
+        sf.pattern_attention(q, q, q, P.SlidingWindow(4), backend="gather", **over)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..band import Band
-from .softmax import attend, drop_bias, masked_attend
+from .softmax import attend, drop_bias, masked_attend, soft_cap
 
 
 def _windows(x: torch.Tensor, n: int, bs: int, wl: int, wr: int, head: torch.Tensor | None = None) -> torch.Tensor:
@@ -56,12 +56,15 @@ def band_scores(
     *,
     key_padding_mask: torch.Tensor | None = None,  # bool [B, L], True = keep
     scale: float,
+    softcap: float | None = None,
 ) -> BandScores:
     """The scores of the window and global-key pairs of ``band``, per query tile (rows
-    ``i < Gr`` included but wrong: :func:`band_finish` replaces them).
+    ``i < Gr`` included but wrong: :func:`band_finish` replaces them), soft-capped first when
+    ``softcap`` is set.
 
     Conditions on the key alone (outside ``[0, L)``, padding, ``j < G`` in the window part) ride
-    in the score product as an extra column (``[q, 1] . [k, bias_j]``); conditions and score terms
+    in the score product as an extra column (``[q, 1] . [k, bias_j]``; with ``softcap``, added
+    after the capped product instead); conditions and score terms
     on the pair (token windows, causal, decay) add a ``[n, bs, G + w*bs]`` bias (per head for
     decay), only when the band has any (``not band.tile_full``)."""
     b, h, length, d = q.shape
@@ -95,9 +98,14 @@ def band_scores(
     vw = _windows(vp, n, bs, wl, wr, heads[1])  # [B, Hk, n, G + w*bs, Dv]
 
     qs = q.unflatten(1, (hk, g)) * scale  # [B, Hk, g, L, D]
-    q_ext = torch.cat([qs, torch.ones_like(qs[..., :1])], -1)
-    qt = F.pad(q_ext, (0, 0, 0, n * bs - length)).unflatten(-2, (n, bs))  # [B, Hk, g, n, bs, D+1]
-    scores = qt @ kw[:, :, None].transpose(-1, -2)  # [B, Hk, g, n, bs, G + w*bs], key terms included
+    if softcap is None:
+        q_ext = torch.cat([qs, torch.ones_like(qs[..., :1])], -1)
+        qt = F.pad(q_ext, (0, 0, 0, n * bs - length)).unflatten(-2, (n, bs))  # [B, Hk, g, n, bs, D+1]
+        scores = qt @ kw[:, :, None].transpose(-1, -2)  # [B, Hk, g, n, bs, G + w*bs], key terms included
+    else:  # the key terms must not be capped: add them after
+        qt = F.pad(qs, (0, 0, 0, n * bs - length)).unflatten(-2, (n, bs))  # [B, Hk, g, n, bs, D]
+        scores = soft_cap(qt @ kw[:, :, None, ..., :d].transpose(-1, -2), softcap)  # [B, Hk, g, n, bs, G + w*bs]
+        scores = scores + kw[:, :, None, :, None, :, d]
     pairs = None
     if not band.tile_full:
         i = torch.arange(n * bs, device=dev).view(n, bs, 1)  # query index
@@ -122,14 +130,16 @@ def band_scores(
     return BandScores(scores, vw[:, :, None], seen, qs, kk, vv)
 
 
-def band_finish(out: torch.Tensor, parts: BandScores, band: Band, key_padding_mask, dropout_p: float) -> torch.Tensor:
+def band_finish(
+    out: torch.Tensor, parts: BandScores, band: Band, key_padding_mask, dropout_p: float, softcap, sinks
+) -> torch.Tensor:
     """``out [B, Hk, g, n, bs, Dv]`` (per query tile) -> ``[B, H, L, Dv]``, with the rows
     ``i < Gr`` computed over every key."""
     b, hk, g, length, _ = parts.qs.shape
     out = out.flatten(-3, -2)[..., :length, :]  # [B, Hk, g, L, Dv]
     gr = min(band.global_rows, length)
     if gr:
-        rows = _global_rows(parts.qs[..., :gr, :], parts.k, parts.v, band, key_padding_mask, dropout_p)
+        rows = _global_rows(parts.qs[..., :gr, :], parts.k, parts.v, band, key_padding_mask, dropout_p, softcap, sinks)
         out = torch.cat([rows, out[..., gr:, :]], -2)
     return out.reshape(b, hk * g, length, out.shape[-1])
 
@@ -143,23 +153,28 @@ def band_attention(
     key_padding_mask: torch.Tensor | None = None,  # bool [B, L], True = keep
     scale: float,
     dropout_p: float = 0.0,
+    softcap: float | None = None,
+    sinks: torch.Tensor | None = None,  # [H]
 ) -> torch.Tensor:  # [B, H, L, Dv]
-    """Attention over the pairs of ``band`` (see the module docstring and :func:`band_scores`)."""
-    parts = band_scores(q, k, v, band, key_padding_mask=key_padding_mask, scale=scale)
-    out = attend(parts.scores, parts.values, parts.seen, dropout_p)  # [B, Hk, g, n, bs, Dv]
-    return band_finish(out, parts, band, key_padding_mask, dropout_p)
+    """Attention over the pairs of ``band`` (see the module docstring and :func:`band_scores`),
+    with ``softcap`` and ``sinks`` as in :func:`sparseformer.sparse_attention`."""
+    parts = band_scores(q, k, v, band, key_padding_mask=key_padding_mask, scale=scale, softcap=softcap)
+    sink = None if sinks is None else sinks.view(*parts.qs.shape[1:3], 1, 1, 1)  # [Hk, g, 1, 1, 1]
+    out = attend(parts.scores, parts.values, parts.seen, dropout_p, sink)  # [B, Hk, g, n, bs, Dv]
+    return band_finish(out, parts, band, key_padding_mask, dropout_p, softcap, sinks)
 
 
-def _global_rows(qg, k, v, band: Band, key_padding_mask, dropout_p: float) -> torch.Tensor:
+def _global_rows(qg, k, v, band: Band, key_padding_mask, dropout_p: float, softcap, sinks) -> torch.Tensor:
     """Rows ``i < Gr``: every key (causal: ``j <= i``). ``qg [B, Hk, g, Gr, D]`` (scaled)."""
     length = k.shape[-2]
     i = torch.arange(qg.shape[-2], device=qg.device)[:, None]
     keep = band._ok(i, torch.arange(length, device=qg.device)[None, :], length)  # [Gr, L]
     if key_padding_mask is not None:
         keep = keep & key_padding_mask[:, None, None, None, :]
-    scores = qg @ k[:, :, None].transpose(-1, -2)  # [B, Hk, g, Gr, L]
+    scores = soft_cap(qg @ k[:, :, None].transpose(-1, -2), softcap)  # [B, Hk, g, Gr, L]
     if band.slopes is not None:
         scores = scores + band._bias(i, torch.arange(length, device=qg.device)[None, :], qg.dtype).view(
             *qg.shape[1:3], -1, length
         )
-    return masked_attend(scores, keep, v[:, :, None], dropout_p)
+    sink = None if sinks is None else sinks.view(*qg.shape[1:3], 1, 1)  # [Hk, g, 1, 1]
+    return masked_attend(scores, keep, v[:, :, None], dropout_p, sink)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ..layout import BlockLayout, Bucket
 from .band import band_attention
-from .softmax import masked_attend
+from .softmax import masked_attend, soft_cap
 from .strided import strided_band_attention
 
 
@@ -29,7 +29,7 @@ def _tiles(x: torch.Tensor, n: int, bs: int) -> torch.Tensor:
     return x.reshape(b, h * n, bs, d)
 
 
-def _bucket(qt, kt, vt, kpm, bucket: Bucket, table, layout: BlockLayout, hk_ratio: int, dropout_p: float):
+def _bucket(qt, kt, vt, kpm, bucket: Bucket, table, layout: BlockLayout, hk_ratio: int, dropout_p, softcap, sinks):
     """Attention for the rows of one bucket: ``[B, n, bs, Dv]``."""
     b, _, bs, d = qt.shape
     nq, nk = layout.nq, layout.nk
@@ -40,7 +40,7 @@ def _bucket(qt, kt, vt, kpm, bucket: Bucket, table, layout: BlockLayout, hk_rati
     q = qt.index_select(1, rows)  # [B, n, bs, D]
     k = kt.index_select(1, flat).view(b, n, r * bs, d)  # [B, n, R*bs, D]
     v = vt.index_select(1, flat).view(b, n, r * bs, vt.shape[-1])
-    scores = q @ k.transpose(-1, -2)  # [B, n, bs, R*bs]
+    scores = soft_cap(q @ k.transpose(-1, -2), softcap)  # [B, n, bs, R*bs]
     keep = table[bucket.tile_ids].permute(0, 2, 1, 3).reshape(n, bs, r * bs)  # [n, bs, R*bs]
     if kpm is not None:  # [B, nk * bs]
         kidx = (tiles[:, :, None] * bs + torch.arange(bs, device=tiles.device)).reshape(-1)  # [n*R*bs]
@@ -52,7 +52,8 @@ def _bucket(qt, kt, vt, kpm, bucket: Bucket, table, layout: BlockLayout, hk_rati
         kpos = (tiles[:, :, None] * bs + torch.arange(bs, device=rows.device)).reshape(n, 1, r * bs)
         dist = (qpos[:, :, None] - kpos).abs().to(scores.dtype)  # [n, bs, R*bs]
         scores = scores - layout.slopes.to(scores.device, scores.dtype)[head][:, None, None] * dist
-    return masked_attend(scores, keep, v, dropout_p)  # [B, n, bs, Dv]
+    sink = None if sinks is None else sinks[head][:, None, None]  # [n, 1, 1]
+    return masked_attend(scores, keep, v, dropout_p, sink)  # [B, n, bs, Dv]
 
 
 def gather_attention(
@@ -64,15 +65,15 @@ def gather_attention(
     key_padding_mask: torch.Tensor | None = None,  # bool [B, Lk], True = keep
     scale: float,
     dropout_p: float = 0.0,
+    softcap: float | None = None,
+    sinks: torch.Tensor | None = None,  # [H]
 ) -> torch.Tensor:  # [B, H, Lq, Dv]
+    terms = dict(key_padding_mask=key_padding_mask, scale=scale, dropout_p=dropout_p, softcap=softcap, sinks=sinks)
     if layout.band is not None:
-        return band_attention(q, k, v, layout.band, key_padding_mask=key_padding_mask, scale=scale, dropout_p=dropout_p)
+        return band_attention(q, k, v, layout.band, **terms)
     if layout.strided is not None:
         band, sample = layout.strided
-        return strided_band_attention(
-            q, k, v, band, sample.stride, sample.reweight, sample.tiles.to(q.device),
-            key_padding_mask=key_padding_mask, scale=scale, dropout_p=dropout_p,
-        )  # fmt: skip
+        return strided_band_attention(q, k, v, band, sample.stride, sample.reweight, sample.tiles.to(q.device), **terms)
     b, h, lq, _ = q.shape
     hk, dv = k.shape[1], v.shape[-1]
     bs, nq, nk = layout.block_size, layout.nq, layout.nk
@@ -82,7 +83,9 @@ def gather_attention(
     kpm = None
     if key_padding_mask is not None:
         kpm = F.pad(key_padding_mask, (0, nk * bs - key_padding_mask.shape[-1]))  # [B, nk*bs]
-    outs = [_bucket(qt, kt, vt, kpm, bk, rb.tile_table, layout, h // hk, dropout_p) for bk in rb.buckets]
+    outs = [
+        _bucket(qt, kt, vt, kpm, bk, rb.tile_table, layout, h // hk, dropout_p, softcap, sinks) for bk in rb.buckets
+    ]
     out = torch.cat(outs, 1) if len(outs) > 1 else outs[0]  # [B, H*nq, bs, Dv], bucket order
     if len(outs) > 1:
         out = out.index_select(1, rb.inverse)

@@ -17,17 +17,25 @@ def reference_attention(
     key_padding_mask: torch.Tensor | None = None,  # bool [B, Lk], True = keep
     scale: float,
     dropout_p: float = 0.0,
+    softcap: float | None = None,
+    sinks: torch.Tensor | None = None,  # [H]
 ) -> torch.Tensor:  # [B, H, Lq, Dv]
-    h, hk = q.shape[1], k.shape[1]
+    b, h, lq, _ = q.shape
+    hk, lk = k.shape[1], k.shape[2]
     k = k.repeat_interleave(h // hk, dim=1)  # [B, H, Lk, D]
     v = v.repeat_interleave(h // hk, dim=1)
     mask = layout.to_dense_mask().to(q.device)[None]  # [1, Hl, Lq, Lk]
     if key_padding_mask is not None:
         mask = mask & key_padding_mask[:, None, None, :]
-    scores = q @ k.transpose(-1, -2) * scale + layout.to_dense_bias(q.dtype).to(q.device)[None]
+    scores = q @ k.transpose(-1, -2) * scale
+    if softcap is not None:
+        scores = softcap * torch.tanh(scores / softcap)
+    scores = scores + layout.to_dense_bias(q.dtype).to(q.device)[None]
     scores = scores.masked_fill(~mask, float("-inf"))
+    if sinks is not None:  # one more logit per row, without a value: its probability is dropped below
+        scores = torch.cat([scores, sinks.to(q.dtype).view(1, h, 1, 1).expand(b, h, lq, 1)], -1)
     seen = mask.any(-1, keepdim=True)  # rows that attend to something
-    p = torch.softmax(torch.where(seen, scores, torch.zeros_like(scores)), dim=-1)
+    p = torch.softmax(torch.where(seen, scores, torch.zeros_like(scores)), dim=-1)[..., :lk]
     p = torch.where(seen, p, torch.zeros_like(p))  # a row with no key gives 0
     if dropout_p > 0:
         p = torch.nn.functional.dropout(p, dropout_p)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from ..band import Band
 from .band import band_finish, band_scores
-from .softmax import drop_bias
+from .softmax import drop_bias, probs, soft_cap
 
 
 def strided_band_attention(
@@ -41,15 +41,18 @@ def strided_band_attention(
     key_padding_mask: torch.Tensor | None = None,  # bool [B, L], True = keep
     scale: float,
     dropout_p: float = 0.0,
+    softcap: float | None = None,
+    sinks: torch.Tensor | None = None,  # [H]
 ) -> torch.Tensor:  # [B, H, L, Dv]
-    """Attention over the band's pairs and the sampled pairs (see the module docstring)."""
+    """Attention over the band's pairs and the sampled pairs (see the module docstring), with
+    ``softcap`` and ``sinks`` as in :func:`sparseformer.sparse_attention`."""
     b, h, length, d = q.shape
     hk, bs, s, dev = k.shape[1], band.block_size, stride, q.device
     g = h // hk
     n = (length + bs - 1) // bs
     m = (length + s - 1) // s
     lp = m * s
-    parts = band_scores(q, k, v, band, key_padding_mask=key_padding_mask, scale=scale)
+    parts = band_scores(q, k, v, band, key_padding_mask=key_padding_mask, scale=scale, softcap=softcap)
 
     # Residue classes: kc[:, :, c] holds keys c, c + s, ...; head h's queries of residue rho read class (rho - h) mod s.
     head = torch.arange(h, device=dev)
@@ -59,7 +62,7 @@ def strided_band_attention(
     kc = F.pad(k, pad).view(b, hk, m, s, d).transpose(2, 3)[:, src, cls]  # [B, H, s, M, D]
     vc = F.pad(v, pad).view(b, hk, m, s, v.shape[-1]).transpose(2, 3)[:, src, cls]  # [B, H, s, M, Dv]
     qc = F.pad(q * scale, pad).view(b, h, m, s, d).transpose(2, 3)  # [B, H, s, M, D]: queries p = rho + s*mq
-    sampled = (qc @ kc.transpose(-1, -2)).transpose(2, 3).reshape(b, h, lp, m)  # [B, H, Lp, M], query order
+    sampled = soft_cap(qc @ kc.transpose(-1, -2), softcap).transpose(2, 3).reshape(b, h, lp, m)  # [B, H, Lp, M]
 
     p = torch.arange(lp, device=dev)[None, :, None]  # [1, Lp, 1]
     j = torch.remainder(p - head[:, None, None], s) + s * torch.arange(m, device=dev)  # [H, Lp, M]: key of each score
@@ -83,14 +86,15 @@ def strided_band_attention(
         return F.pad(x, (0, 0, 0, n * bs - length)).view(x.shape[0], hk, g, n, bs, x.shape[-1])
 
     nb = parts.scores.shape[-1]
-    probs = torch.softmax(torch.cat([parts.scores, per_tile(sampled)], -1), -1)  # [B, Hk, g, n, bs, K + M]
+    sink = None if sinks is None else sinks.view(hk, g, 1, 1, 1)
+    p_all = probs(torch.cat([parts.scores, per_tile(sampled)], -1), sink)  # [B, Hk, g, n, bs, K + M]
     if dropout_p > 0:
-        probs = F.dropout(probs, dropout_p)
-    out = probs[..., :nb] @ parts.values  # [B, Hk, g, n, bs, Dv]
-    ps = probs[..., nb:].reshape(b, h, n * bs, m)[:, :, :length]  # back to [B, H, L, M], then residue groups
+        p_all = F.dropout(p_all, dropout_p)
+    out = p_all[..., :nb] @ parts.values  # [B, Hk, g, n, bs, Dv]
+    ps = p_all[..., nb:].reshape(b, h, n * bs, m)[:, :, :length]  # back to [B, H, L, M], then residue groups
     ps = F.pad(ps, (0, 0, 0, lp - length)).view(b, h, m, s, m).transpose(2, 3)  # [B, H, s, M, M]
     out_s = (ps @ vc).transpose(2, 3).reshape(b, h, lp, -1)  # [B, H, Lp, Dv], query order
     out = out + per_tile(out_s)
     if parts.seen is not None:
         out = out * (parts.seen | per_tile(keep.any(-1, keepdim=True)))
-    return band_finish(out, parts, band, key_padding_mask, dropout_p)
+    return band_finish(out, parts, band, key_padding_mask, dropout_p, softcap, sinks)

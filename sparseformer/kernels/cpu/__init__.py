@@ -64,6 +64,8 @@ def attention(
     *,
     key_padding_mask: Tensor | None = None,
     scale: float,
+    softcap: float | None = None,
+    sinks: Tensor | None = None,
 ) -> Tensor:
     """Block-sparse attention over ``layout`` with the native CPU kernel.
 
@@ -74,6 +76,11 @@ def attention(
         layout: a ``BlockLayout`` compiled for ``q_len=Lq, kv_len=Lk, num_heads=H``.
         key_padding_mask: optional bool ``[B, Lk]``, True = keep.
         scale: multiplies ``q @ k^T`` (the caller resolves the default ``1/sqrt(D)``).
+        softcap: ``None`` or ``c > 0``: scores ``c * tanh(scale * <q_i, k_j> / c)`` (in the
+            kernel, forward and backward), before the layout's score terms and the masks.
+        sinks: ``None`` or a float ``[H]``: one extra logit per query head in the softmax
+            denominator, no value row; applied as ``out * sigmoid(lse - sinks[h])`` on the op's
+            outputs (differentiable in ``sinks``, and in q, k, v through ``lse``).
 
     Returns:
         ``[B, H, Lq, Dv]`` in the dtype of ``q``; rows that attend to no key are 0.
@@ -104,6 +111,16 @@ def attention(
         _fail("k", f"{Hk} key/value heads", f"a divisor of the {H} query heads")
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
         _fail("scale", repr(scale), "a finite float")
+    if softcap is not None and (
+        isinstance(softcap, bool)
+        or not isinstance(softcap, (int, float))
+        or not (math.isfinite(softcap) and softcap > 0)
+    ):
+        _fail("softcap", repr(softcap), "None or a positive finite float")
+    if sinks is not None:
+        sinks = _check_tensor("sinks", sinks)
+        if not sinks.is_floating_point() or tuple(sinks.shape) != (H,):
+            _fail("sinks", f"{sinks.dtype} tensor of shape {list(sinks.shape)}", f"a float tensor of shape [{H}]")
 
     # layout fields
     for attr in (
@@ -172,7 +189,7 @@ def attention(
             _fail("key_padding_mask", f"shape {list(key_padding_mask.shape)}", f"[{B}, {Lk}]")
         key_padding_mask = key_padding_mask.contiguous()
 
-    out, _ = ops.block_sparse_attention(
+    out, lse = ops.block_sparse_attention(
         q,
         k,
         v,
@@ -187,5 +204,9 @@ def attention(
         int(Hl),
         int(q_offset),
         float(scale),
+        None if softcap is None else float(softcap),
     )
-    return out
+    if sinks is None:
+        return out
+    keep = torch.sigmoid(lse - sinks.to(lse.dtype)[:, None])  # [B, H, Lq]: 0 on rows with lse = -inf
+    return (out * keep[..., None]).to(out.dtype)

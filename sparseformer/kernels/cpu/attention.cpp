@@ -6,7 +6,8 @@
 //   Rows r = hl * nq + qb of the CSR (hl < Hl, Hl = 1 or H) list key tiles kb = col_idx[e] for
 //   e in [row_ptr[r], row_ptr[r + 1]). mask_id[e] == -1: every pair of the tile attends;
 //   otherwise masks[mask_id[e]] (bool [bs, bs]) says which pairs attend.
-//   score(i, j) = scale * <q_i, k_j> + log_weight[e] - slopes[h] * |i + q_offset - j|,
+//   score(i, j) = cap(scale * <q_i, k_j>) + log_weight[e] - slopes[h] * |i + q_offset - j|,
+//   cap(s) = softcap * tanh(s / softcap) when softcap is given (logit soft-capping), else s;
 //   masked by the tile mask and key_padding_mask [B, Lk] (True = keep). A query row without any
 //   attending key gives 0 and logsumexp -inf.
 //
@@ -24,6 +25,10 @@
 //     (built here in O(nnz)) with runs of consecutive query blocks. Scores and dP are recomputed in
 //     both passes: 7 GEMMs per tile instead of FlashAttention-2's 5, in exchange for determinism
 //     and full parallelism whatever the number of heads.
+//   * soft-capping (softcap set): cap(s) = c * tanh(s / c) is applied to each GEMM's scores before
+//     the tile terms, in the forward and in both backward passes; the backward keeps
+//     1 - tanh^2 of the recomputed scores in a per-thread buffer (dC) and multiplies dS by it.
+//     Attention sinks need nothing here: out * sigmoid(lse - sink) is applied on the op's outputs.
 //   * GEMMs go to the BLAS that libtorch exports (sgemm_/dgemm_, MKL on x86 wheels), bound weakly so
 //     the library still loads where libtorch exports none; then a portable blocked kernel is used.
 //   * Element-wise loops are plain C++ that the compiler vectorises (OpenMP SIMD hints for the
@@ -102,6 +107,7 @@ struct Problem {
   int64_t B, H, Hk, Lq, Lk, D, Dv, group;
   int64_t bs, nq, nk, Hl, P, nnz, q_offset;
   double scale;
+  double softcap;  // > 0, or 0: no soft-capping
   const int64_t* row_ptr;
   const int64_t* col_idx;
   const int64_t* mask_id;
@@ -145,7 +151,7 @@ static Problem make_problem(const Tensor& q, const Tensor& k, const Tensor& v, c
                             const Tensor& col_idx, const Tensor& mask_id, const Tensor& masks,
                             const c10::optional<Tensor>& log_weight, const c10::optional<Tensor>& slopes,
                             const c10::optional<Tensor>& kpm, int64_t block_size, int64_t layout_heads,
-                            int64_t q_offset, double scale) {
+                            int64_t q_offset, double scale, c10::optional<double> softcap) {
   check_cpu(q, "q");
   check_cpu(k, "k");
   check_cpu(v, "v");
@@ -185,6 +191,9 @@ static Problem make_problem(const Tensor& q, const Tensor& k, const Tensor& v, c
   p.q_offset = q_offset;
   p.scale = scale;
   SF_CHECK(std::isfinite(scale), "scale must be finite, got ", scale);
+  p.softcap = softcap.has_value() ? *softcap : 0.0;
+  SF_CHECK(!softcap.has_value() || (std::isfinite(p.softcap) && p.softcap > 0),
+           "softcap must be a positive finite float or None, got ", p.softcap);
 
   // layout tensors
   check_cpu(row_ptr, "row_ptr");
@@ -323,6 +332,7 @@ void forward_impl(const Problem& p, const scalar_t* q, const scalar_t* k, const 
   const int64_t W = cap * p.bs;       // widest run, in keys
   const int64_t lds = W;
   const acc_t scale = static_cast<acc_t>(p.scale);
+  const acc_t logit_cap = static_cast<acc_t>(p.softcap);
   constexpr acc_t ninf = -std::numeric_limits<acc_t>::infinity();
 
   struct State {
@@ -370,6 +380,7 @@ void forward_impl(const Problem& p, const scalar_t* q, const scalar_t* k, const 
       const acc_t* va = as_acc<scalar_t, acc_t>(vbase + j0 * p.Dv, n, Dv, p.Dv, st.vf.get());
       // S = scale * Q K^T    [m x n]
       gemm_rm(false, true, m, n, D, scale, qa, D, ka, D, acc_t(0), S, static_cast<int>(lds));
+      if (p.softcap > 0) softcap(S, lds, m, n, logit_cap, nullptr);
       for (int64_t t = e; t < f; ++t) {
         const int64_t c0 = (t - e) * p.bs;
         const int nt = static_cast<int>(std::min<int64_t>(p.bs, n - c0));
@@ -411,14 +422,17 @@ void backward_impl(const Problem& p, const scalar_t* q, const scalar_t* k, const
   const int64_t W = cap * p.bs;
   const int64_t lds = W;  // pass A: S is [bs x W]; pass B: S is [W x bs] (row stride bs)
   const acc_t scale = static_cast<acc_t>(p.scale);
+  const bool capped = p.softcap > 0;
+  const acc_t logit_cap = static_cast<acc_t>(p.softcap);
 
   struct State {
-    Buffer<acc_t> S, dP, g1, g2, qf, of, kf, vf;
+    Buffer<acc_t> S, dP, dC, g1, g2, qf, of, kf, vf;  // dC: the soft-capping derivative of S's scores
   };
   auto init = [&]() {
-    return State{Buffer<acc_t>(p.bs * lds), Buffer<acc_t>(p.bs * lds), Buffer<acc_t>(p.bs * D), Buffer<acc_t>(p.bs * Dv),
-                 Buffer<acc_t>(reduced ? W * D : 1), Buffer<acc_t>(reduced ? W * Dv : 1),
-                 Buffer<acc_t>(reduced ? W * D : 1), Buffer<acc_t>(reduced ? W * Dv : 1)};
+    return State{Buffer<acc_t>(p.bs * lds), Buffer<acc_t>(p.bs * lds), Buffer<acc_t>(capped ? p.bs * lds : 1),
+                 Buffer<acc_t>(p.bs * D), Buffer<acc_t>(p.bs * Dv), Buffer<acc_t>(reduced ? W * D : 1),
+                 Buffer<acc_t>(reduced ? W * Dv : 1), Buffer<acc_t>(reduced ? W * D : 1),
+                 Buffer<acc_t>(reduced ? W * Dv : 1)};
   };
 
   // Pass A: dQ, one item per (b, h, query block), runs of consecutive key tiles.
@@ -441,6 +455,7 @@ void backward_impl(const Problem& p, const scalar_t* q, const scalar_t* k, const
       const scalar_t* vbase = v + (b * p.Hk + kh) * p.Lk * p.Dv;
       acc_t* S = st.S.get();
       acc_t* dP = st.dP.get();
+      acc_t* dC = capped ? st.dC.get() : nullptr;
       const int ld = static_cast<int>(lds);
       for (int64_t e = e0; e < e1;) {
         int64_t f = e + 1;
@@ -450,6 +465,7 @@ void backward_impl(const Problem& p, const scalar_t* q, const scalar_t* k, const
         const acc_t* ka = as_acc<scalar_t, acc_t>(kbase + j0 * p.D, n, D, p.D, st.kf.get());
         const acc_t* va = as_acc<scalar_t, acc_t>(vbase + j0 * p.Dv, n, Dv, p.Dv, st.vf.get());
         gemm_rm(false, true, m, n, D, scale, qa, D, ka, D, acc_t(0), S, ld);  // S = scale Q K^T
+        if (capped) softcap(S, lds, m, n, logit_cap, dC);
         for (int64_t t = e; t < f; ++t) {
           const int64_t c0 = (t - e) * p.bs;
           const int nt = static_cast<int>(std::min<int64_t>(p.bs, n - c0));
@@ -457,7 +473,7 @@ void backward_impl(const Problem& p, const scalar_t* q, const scalar_t* k, const
         }
         probs(S, lds, m, n, lse + qoff);                                          // P
         gemm_rm(false, true, m, n, Dv, acc_t(1), oa, Dv, va, Dv, acc_t(0), dP, ld);  // dP = dO V^T
-        ds(S, dP, lds, m, n, delta + qoff);                                       // dS
+        ds(S, dP, lds, m, n, delta + qoff, dC);                                   // dS
         gemm_rm(false, false, m, D, n, acc_t(1), dP, ld, ka, D, acc_t(1), gq, D);  // dQ += dS K
         e = f;
       }
@@ -505,6 +521,7 @@ void backward_impl(const Problem& p, const scalar_t* q, const scalar_t* k, const
     const acc_t* va = nullptr;
     acc_t* S = st.S.get();
     acc_t* dP = st.dP.get();
+    acc_t* dC = capped ? st.dC.get() : nullptr;
     const int ld = n;  // S is [rows x n] here
     for (int64_t h = kh * p.group; h < (kh + 1) * p.group; ++h) {
       const int64_t col = (p.Hl == 1 ? 0 : h) * p.nk + kb;
@@ -522,6 +539,7 @@ void backward_impl(const Problem& p, const scalar_t* q, const scalar_t* k, const
         const acc_t* qa = as_acc<scalar_t, acc_t>(q + qoff * p.D, mr, D, p.D, st.qf.get());
         const acc_t* oa = as_acc<scalar_t, acc_t>(dout + qoff * p.Dv, mr, Dv, p.Dv, st.of.get());
         gemm_rm(false, true, mr, n, D, scale, qa, D, ka, D, acc_t(0), S, ld);  // S = scale Q K^T  [mr x n]
+        if (capped) softcap(S, ld, mr, n, logit_cap, dC);
         for (int64_t w = t; w < u; ++w) {
           const int64_t r0 = (w - t) * p.bs;
           const int mt = static_cast<int>(std::min<int64_t>(p.bs, mr - r0));
@@ -530,7 +548,7 @@ void backward_impl(const Problem& p, const scalar_t* q, const scalar_t* k, const
         probs(S, ld, mr, n, lse + qoff);
         gemm_rm(true, false, n, Dv, mr, acc_t(1), S, ld, oa, Dv, acc_t(1), gv, Dv);    // dV += P^T dO
         gemm_rm(false, true, mr, n, Dv, acc_t(1), oa, Dv, va, Dv, acc_t(0), dP, ld);  // dP = dO V^T
-        ds(S, dP, ld, mr, n, delta + qoff);
+        ds(S, dP, ld, mr, n, delta + qoff, dC);
         gemm_rm(true, false, n, D, mr, acc_t(1), dP, ld, qa, D, acc_t(1), gk, D);  // dK += dS^T Q
         t = u;
       }
@@ -573,10 +591,10 @@ std::vector<Tensor> forward(const Tensor& q_, const Tensor& k_, const Tensor& v_
                             const Tensor& col_idx, const Tensor& mask_id, const Tensor& masks,
                             const c10::optional<Tensor>& log_weight, const c10::optional<Tensor>& slopes,
                             const c10::optional<Tensor>& key_padding_mask, int64_t block_size, int64_t layout_heads,
-                            int64_t q_offset, double scale) {
+                            int64_t q_offset, double scale, c10::optional<double> softcap) {
   const Tensor q = q_.contiguous(), k = k_.contiguous(), v = v_.contiguous();
   const Problem p = make_problem(q, k, v, row_ptr, col_idx, mask_id, masks, log_weight, slopes, key_padding_mask,
-                                 block_size, layout_heads, q_offset, scale);
+                                 block_size, layout_heads, q_offset, scale, softcap);
   Tensor out = at::empty({p.B, p.H, p.Lq, p.Dv}, q.options());
   Tensor lse = at::empty({p.B, p.H, p.Lq}, q.options().dtype(acc_dtype(q.scalar_type())));
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, q.scalar_type(), "sparseformer_cpu_forward", [&] {
@@ -592,10 +610,10 @@ std::vector<Tensor> backward(const Tensor& grad_out_, const c10::optional<Tensor
                              const Tensor& row_ptr, const Tensor& col_idx, const Tensor& mask_id, const Tensor& masks,
                              const c10::optional<Tensor>& log_weight, const c10::optional<Tensor>& slopes,
                              const c10::optional<Tensor>& key_padding_mask, int64_t block_size, int64_t layout_heads,
-                             int64_t q_offset, double scale) {
+                             int64_t q_offset, double scale, c10::optional<double> softcap) {
   const Tensor q = q_.contiguous(), k = k_.contiguous(), v = v_.contiguous();
   const Problem p = make_problem(q, k, v, row_ptr, col_idx, mask_id, masks, log_weight, slopes, key_padding_mask,
-                                 block_size, layout_heads, q_offset, scale);
+                                 block_size, layout_heads, q_offset, scale, softcap);
   const auto st = q.scalar_type();
   const auto at_ = acc_dtype(st);
   check_cpu(grad_out_, "grad_out");

@@ -4,10 +4,13 @@ Two ops, both taking plain tensors (the fields of a :class:`~sparseformer.layout
 that ``torch.compile`` and ``torch.export`` see one opaque op each and never a layout object:
 
 ``sparseformer::block_sparse_attention(q, k, v, row_ptr, col_idx, mask_id, masks, log_weight,
-slopes, key_padding_mask, block_size, layout_heads, q_offset, scale) -> (out, lse)``
+slopes, key_padding_mask, block_size, layout_heads, q_offset, scale, softcap=None) -> (out, lse)``
 
 ``sparseformer::block_sparse_attention_backward(grad_out, grad_lse, q, k, v, out, lse, <layout>,
-scale) -> (dq, dk, dv)``
+scale, softcap=None) -> (dq, dk, dv)``
+
+``softcap`` (``None`` or ``c > 0``): a listed pair's score is ``c * tanh(scale * <q_i, k_j> / c)``
+before the log-weight and decay terms and the masks.
 
 ``out`` is ``[B, H, Lq, Dv]`` in the dtype of ``q``; ``lse`` is the row logsumexp ``[B, H, Lq]``
 in float32 (float64 for float64 inputs), ``-inf`` for rows that attend to nothing. The forward op
@@ -44,6 +47,7 @@ def block_sparse_attention(
     layout_heads: int,
     q_offset: int,
     scale: float,
+    softcap: float | None = None,
 ) -> tuple[Tensor, Tensor]:
     ext = load_extension()
     out, lse = ext.forward(
@@ -61,6 +65,7 @@ def block_sparse_attention(
         layout_heads,
         q_offset,
         scale,
+        softcap,
     )
     return out, lse
 
@@ -81,6 +86,7 @@ def _(
     layout_heads,
     q_offset,
     scale,
+    softcap=None,
 ):
     B, H, Lq, _ = q.shape
     Dv = v.shape[-1]
@@ -109,6 +115,7 @@ def block_sparse_attention_backward(
     layout_heads: int,
     q_offset: int,
     scale: float,
+    softcap: float | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     ext = load_extension()
     dq, dk, dv = ext.backward(
@@ -130,6 +137,7 @@ def block_sparse_attention_backward(
         layout_heads,
         q_offset,
         scale,
+        softcap,
     )
     return dq, dk, dv
 
@@ -154,6 +162,7 @@ def _(
     layout_heads,
     q_offset,
     scale,
+    softcap=None,
 ):
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
@@ -177,6 +186,7 @@ def _setup_context(ctx, inputs, output):
         layout_heads,
         q_offset,
         scale,
+        softcap,
     ) = inputs
     out, lse = output
     ctx.save_for_backward(q, k, v, out, lse, row_ptr, col_idx, mask_id, masks, log_weight, slopes, key_padding_mask)
@@ -184,6 +194,7 @@ def _setup_context(ctx, inputs, output):
     ctx.layout_heads = layout_heads
     ctx.q_offset = q_offset
     ctx.scale = scale
+    ctx.softcap = softcap
 
 
 def _backward(ctx, grad_out, grad_lse):
@@ -209,8 +220,9 @@ def _backward(ctx, grad_out, grad_lse):
         ctx.layout_heads,
         ctx.q_offset,
         ctx.scale,
+        ctx.softcap,
     )
-    return (dq, dk, dv) + (None,) * (len(_LAYOUT_ARGS) + 4)
+    return (dq, dk, dv) + (None,) * (len(_LAYOUT_ARGS) + 5)
 
 
 block_sparse_attention.register_autograd(_backward, setup_context=_setup_context)

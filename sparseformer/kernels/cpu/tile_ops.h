@@ -268,6 +268,43 @@ SF_INLINE float shift_arg(float m) { return m * kLog2e; }
 SF_INLINE double shift_arg(double m) { return m; }
 
 // ------------------------------------------------------------------------------------------------
+// tanh (logit soft-capping)
+// ------------------------------------------------------------------------------------------------
+
+// tanh(x) and its derivative 1 - tanh(x)^2.
+template <typename T>
+struct TanhD {
+  T t, d;
+};
+
+// float, in plain C++ that vectorises (both branches are computed, then one is selected): for
+// |x| < 0.35 the odd Taylor polynomial up to x^11 (truncation < 2e-8 relative); else
+// tanh = (1 - e) / (1 + e) and 1 - tanh^2 = 4e / (1 + e)^2 with e = exp(-2|x|) (no cancellation
+// near |x| = 1), |x| clamped to 9 (tanh(9) rounds to 1). A few ulp; NaN stays NaN.
+SF_INLINE TanhD<float> tanh_d(float x) {
+  const float ax = std::fabs(x);
+  const float a = ax > 9.0f ? 9.0f : ax;
+  const float a2 = a * a;
+  float p = -1382.0f / 155925.0f;
+  p = p * a2 + 62.0f / 2835.0f;
+  p = p * a2 - 17.0f / 315.0f;
+  p = p * a2 + 2.0f / 15.0f;
+  p = p * a2 - 1.0f / 3.0f;
+  const float small = a + a * a2 * p;
+  const float e = exp2_f32(-2.0f * kLog2e * a);
+  const float inv = 1.0f / (1.0f + e);
+  const bool is_small = a < 0.35f;
+  const float t = is_small ? small : (1.0f - e) * inv;
+  const float d = is_small ? 1.0f - small * small : 4.0f * e * inv * inv;
+  return {std::copysign(t, x), d};
+}
+
+SF_INLINE TanhD<double> tanh_d(double x) {
+  const double t = std::tanh(x);
+  return {t, 1.0 - t * t};
+}
+
+// ------------------------------------------------------------------------------------------------
 // Element-wise work on score blocks
 // ------------------------------------------------------------------------------------------------
 //
@@ -287,6 +324,28 @@ struct TileTerms {
   T dist0 = T(0);  // (i0 + q_offset) - j0 of the tile's first row and column
   bool any() const { return mask != nullptr || keep != nullptr || has_lw || slope != T(0); }
 };
+
+// Logit soft-capping of S [m x n] (row stride lds) in place: s -> cap * tanh(s / cap). With dcap
+// (same shape and stride) also dcap = 1 - tanh(s / cap)^2, the derivative of the capped score.
+template <typename T>
+SF_INLINE void softcap_body(T* S, int64_t lds, int m, int n, T cap, T* dcap) {
+  const T inv = T(1) / cap;
+  for (int r = 0; r < m; ++r) {
+    T* SF_RESTRICT s = S + r * lds;
+    if (dcap == nullptr) {
+      SF_SIMD
+      for (int c = 0; c < n; ++c) s[c] = cap * tanh_d(s[c] * inv).t;
+    } else {
+      T* SF_RESTRICT g = dcap + r * lds;
+      SF_SIMD
+      for (int c = 0; c < n; ++c) {
+        const TanhD<T> y = tanh_d(s[c] * inv);
+        s[c] = cap * y.t;
+        g[c] = y.d;
+      }
+    }
+  }
+}
 
 // Adds the tile's bias to S [m x n] (row stride lds) and masks it (masked -> -inf).
 template <typename T>
@@ -390,15 +449,22 @@ SF_INLINE void probs_body(T* S, int64_t lds, int m, int n, const T* lse) {
   }
 }
 
-// Backward: dS = P * (dP - delta[r]) in place of dP.
+// Backward: dS = P * (dP - delta[r]) in place of dP, times dcap (the soft-capping derivative,
+// same stride) when not null: the gradient of the raw score.
 template <typename T>
-SF_INLINE void ds_body(const T* P, T* dP, int64_t lds, int m, int n, const T* delta) {
+SF_INLINE void ds_body(const T* P, T* dP, int64_t lds, int m, int n, const T* delta, const T* dcap) {
   for (int r = 0; r < m; ++r) {
     const T* SF_RESTRICT p = P + r * lds;
     T* SF_RESTRICT g = dP + r * lds;
     const T dl = delta[r];
-    SF_SIMD
-    for (int c = 0; c < n; ++c) g[c] = p[c] * (g[c] - dl);
+    if (dcap == nullptr) {
+      SF_SIMD
+      for (int c = 0; c < n; ++c) g[c] = p[c] * (g[c] - dl);
+    } else {
+      const T* SF_RESTRICT dc = dcap + r * lds;
+      SF_SIMD
+      for (int c = 0; c < n; ++c) g[c] = p[c] * (g[c] - dl) * dc[c];
+    }
   }
 }
 
@@ -411,8 +477,11 @@ SF_CLONES void softmax_update_f32(float* S, int64_t lds, int m, int n, float* rm
   softmax_update_body<float>(S, lds, m, n, rmax, rsum, acc, ldacc, dv);
 }
 SF_CLONES void probs_f32(float* S, int64_t lds, int m, int n, const float* lse) { probs_body<float>(S, lds, m, n, lse); }
-SF_CLONES void ds_f32(const float* P, float* dP, int64_t lds, int m, int n, const float* delta) {
-  ds_body<float>(P, dP, lds, m, n, delta);
+SF_CLONES void ds_f32(const float* P, float* dP, int64_t lds, int m, int n, const float* delta, const float* dcap) {
+  ds_body<float>(P, dP, lds, m, n, delta, dcap);
+}
+SF_CLONES void softcap_f32(float* S, int64_t lds, int m, int n, float cap, float* dcap) {
+  softcap_body<float>(S, lds, m, n, cap, dcap);
 }
 
 SF_INLINE void bias_mask(float* S, int64_t lds, int m, int n, const TileTerms<float>& tt) {
@@ -433,11 +502,17 @@ SF_INLINE void probs(float* S, int64_t lds, int m, int n, const float* lse) { pr
 SF_INLINE void probs(double* S, int64_t lds, int m, int n, const double* lse) {
   probs_body<double>(S, lds, m, n, lse);
 }
-SF_INLINE void ds(const float* P, float* dP, int64_t lds, int m, int n, const float* delta) {
-  ds_f32(P, dP, lds, m, n, delta);
+SF_INLINE void ds(const float* P, float* dP, int64_t lds, int m, int n, const float* delta, const float* dcap) {
+  ds_f32(P, dP, lds, m, n, delta, dcap);
 }
-SF_INLINE void ds(const double* P, double* dP, int64_t lds, int m, int n, const double* delta) {
-  ds_body<double>(P, dP, lds, m, n, delta);
+SF_INLINE void ds(const double* P, double* dP, int64_t lds, int m, int n, const double* delta, const double* dcap) {
+  ds_body<double>(P, dP, lds, m, n, delta, dcap);
+}
+SF_INLINE void softcap(float* S, int64_t lds, int m, int n, float cap, float* dcap) {
+  softcap_f32(S, lds, m, n, cap, dcap);
+}
+SF_INLINE void softcap(double* S, int64_t lds, int m, int n, double cap, double* dcap) {
+  softcap_body<double>(S, lds, m, n, cap, dcap);
 }
 
 }  // namespace sparseformer_cpu
