@@ -1,10 +1,12 @@
 """The ``"sparseformer"`` attention implementation for Hugging Face transformers (5.x).
 
 :func:`register` adds :func:`sparseformer_attention` to transformers' ``AttentionInterface`` and
-the matching mask builder to its ``AttentionMaskInterface``. A model whose
-``config._attn_implementation == "sparseformer"`` then calls :func:`sparseformer_attention` in
-every attention layer, which reads its settings from ``config.sparseformer`` (see
-:func:`config_entry`), converts the model's mask to a key padding mask and runs
+:func:`~.masks.sparseformer_mask` to its ``AttentionMaskInterface``. A model whose
+``config._attn_implementation == "sparseformer"`` then builds compact masks
+(:class:`~.masks.MaskInfo`: which distances attend, query offset, key padding; never L x L) and
+calls :func:`sparseformer_attention` in every attention layer, which computes the layer's own
+attention (:mod:`.native`: causal or not, sliding window or not), restricted to the pattern of
+``config.sparseformer`` if it names one (see :func:`config_entry`), with
 :func:`sparseformer.sparse_attention`.
 """
 
@@ -18,19 +20,30 @@ import torch
 
 from .. import patterns as P
 from ..attention import BACKENDS, sparse_attention
+from .masks import MaskInfo, sparseformer_mask
+from .native import BIDIRECTIONAL, CAUSAL, Span, flash_window, native_spans
 from .spec import from_spec, to_spec
 
 NAME = "sparseformer"
+_REFUSED = ("position_bias", "cu_seq_lens_q", "cu_seq_lens_k")
 
 
 def config_entry(
-    pattern: P.Pattern, *, block_size: int = 64, backend: str = "auto", layers: tuple[int, ...] | None = None
+    pattern: P.Pattern | None = None,
+    *,
+    block_size: int = 64,
+    backend: str = "auto",
+    layers: tuple[int, ...] | None = None,
 ) -> dict:
-    """The JSON-able dict to put at ``config.sparseformer``: ``{"pattern": spec, "block_size": int,
-    "backend": str, "layers": list of int or None}``. The attention layers whose ``layer_idx`` is in
-    ``layers`` (every layer when ``layers`` is None) use this pattern (compiled per shape, causal for
-    decoder layers); the others compute exact dense attention (the pattern ``P.Dense()``). The
-    pattern's positions are token indices of the (padded) input."""
+    """The JSON-able dict to put at ``config.sparseformer``: ``{"pattern": spec or None,
+    "block_size": int, "backend": str, "layers": list of int or None}``.
+
+    Every layer computes the model's own attention (:func:`~.native.native_spans`: its causal or
+    bidirectional mask, its sliding window if it has one) exactly. With a ``pattern``, the layers
+    whose ``layer_idx`` is in ``layers`` (every layer when ``layers`` is None) keep only the pairs
+    that the pattern also keeps (``pattern & P.SlidingWindow(...)`` on a sliding layer, the pattern
+    compiled with ``causal=True`` on a causal one). The pattern's positions are token indices of the
+    (padded) input. ``layers`` needs a pattern."""
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
         raise ValueError(f"block_size must be an int >= 1, got {block_size!r}")
     if backend not in BACKENDS:
@@ -38,8 +51,13 @@ def config_entry(
     if layers is not None:
         if not isinstance(layers, (list, tuple)) or not layers or any(_not_index(i) for i in layers):
             raise ValueError(f"layers must be None or a non-empty list of layer indices >= 0, got {layers!r}")
+        if pattern is None:
+            raise ValueError(
+                f"layers={list(layers)} needs a pattern (without one every layer runs the model's own attention)"
+            )
         layers = sorted(set(layers))
-    return {"pattern": to_spec(pattern), "block_size": block_size, "backend": backend, "layers": layers}
+    spec = None if pattern is None else to_spec(pattern)
+    return {"pattern": spec, "block_size": block_size, "backend": backend, "layers": layers}
 
 
 def _not_index(i) -> bool:
@@ -49,13 +67,16 @@ def _not_index(i) -> bool:
 class Settings(NamedTuple):
     """What ``config.sparseformer`` holds (see :func:`config_entry`)."""
 
-    pattern: P.Pattern
+    pattern: P.Pattern | None  # None: the model's own attention only
     block_size: int
     backend: str
-    layers: tuple[int, ...] | None  # None: every layer is sparse
+    layers: tuple[int, ...] | None  # None: every layer uses the pattern
 
     def pattern_of(self, layer: int | None) -> P.Pattern:
-        """The pattern attention layer ``layer`` (its ``layer_idx``) computes."""
+        """The pattern attention layer ``layer`` (its ``layer_idx``) restricts its own attention
+        to: ``P.Dense()`` (no restriction) without a pattern or outside ``layers``."""
+        if self.pattern is None:
+            return P.Dense()
         if self.layers is None:
             return self.pattern
         if layer is None:
@@ -65,8 +86,9 @@ class Settings(NamedTuple):
         return self.pattern if layer in self.layers else P.Dense()
 
     def density(self, length: int, num_heads: int, num_layers: int) -> float:
-        """Attending (query, key) pairs over all pairs, averaged over ``num_layers`` layers of
-        self-attention at ``length`` tokens (a dense layer counts 1)."""
+        """Attending (query, key) pairs of the pattern (not of the model's own windows) over all
+        pairs, averaged over ``num_layers`` layers of self-attention at ``length`` tokens (a layer
+        without a pattern counts 1)."""
         per = [
             self.pattern_of(i).compile(q_len=length, num_heads=num_heads, block_size=self.block_size).density
             for i in range(num_layers)
@@ -78,8 +100,9 @@ class Settings(NamedTuple):
 def _parse(entry_json: str) -> Settings:
     entry = json.loads(entry_json)
     layers = entry.get("layers")
+    spec = entry.get("pattern")
     return Settings(
-        from_spec(entry["pattern"]),
+        None if spec is None else from_spec(spec),
         int(entry.get("block_size", 64)),
         entry.get("backend", "auto"),
         None if layers is None else tuple(int(i) for i in layers),
@@ -87,76 +110,52 @@ def _parse(entry_json: str) -> Settings:
 
 
 def settings(config) -> Settings:
-    """:class:`Settings` from ``config.sparseformer``."""
+    """:class:`Settings` from ``config.sparseformer``; without that entry, the model's own
+    attention with the defaults of :func:`config_entry`."""
     entry = getattr(config, NAME, None)
+    if entry is None:
+        return _parse(json.dumps(config_entry(), sort_keys=True))
     if not isinstance(entry, dict) or "pattern" not in entry:
-        raise ValueError(
-            f"attn_implementation='{NAME}' needs config.{NAME} = sparseformer.hf.config_entry(pattern, ...), "
-            f"got {entry!r}; or call sparseformer.hf.sparsify(model, pattern)"
-        )
+        raise ValueError(f"config.{NAME} must be a dict made by sparseformer.hf.config_entry(...), got {entry!r}")
     return _parse(json.dumps(entry, sort_keys=True))
 
 
-def padding_from_mask(
-    mask: torch.Tensor | None, batch: int, q_len: int, kv_len: int, causal_hint: bool
-) -> tuple[torch.Tensor | None, bool, int]:
-    """Read a transformers attention mask as ``(key_padding_mask, causal, kv_used)``.
-
-    ``mask`` is None or 4-D ``[B or 1, 1 or H, q_len, kv_len]``, bool (True = attend) or additive
-    float (0 = attend, ``<= finfo.min / 2`` or ``-inf`` = masked). It must be a *pure padding*
-    mask, ``keep[b, i, j] = pad[b, j]``, or a padding mask and a causal one,
-    ``keep[b, i, j] = pad[b, j] and j <= i + kv_used - q_len`` with ``keep[b, i, j] = False`` for
-    ``j >= kv_used`` (``kv_used < kv_len`` happens with a static KV cache). Anything else (a
-    sliding-window mask, a bias) raises ValueError rather than being half-honoured. Returns
-    ``key_padding_mask`` as ``bool [B, kv_used]`` (None when nothing is padded), whether the mask
-    is causal, and ``kv_used``. Without a mask: ``(None, causal_hint, kv_len)``. When both readings
-    fit (e.g. one query), ``causal_hint`` decides.
-    """
-    if mask is None:
-        return None, causal_hint, kv_len
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"attention_mask must be a tensor or None, got {type(mask).__name__}")
-    if mask.dim() != 4 or tuple(mask.shape[-2:]) != (q_len, kv_len) or mask.shape[0] not in (1, batch):
-        raise ValueError(f"attention_mask must have shape [B or 1, heads, {q_len}, {kv_len}], got {tuple(mask.shape)}")
-    if mask.dtype == torch.bool:
-        keep = mask
-    elif mask.is_floating_point():
-        masked = mask <= torch.finfo(mask.dtype).min / 2
-        if not bool(((mask == 0) | masked).all()):
-            raise ValueError(
-                "attention_mask holds an additive bias (values other than 0 and -inf); sparseformer only honours padding and causal masks"
-            )
-        keep = ~masked
+def layer_span(
+    module: torch.nn.Module, mask: MaskInfo | None, sliding_window: int | None, is_causal: bool | None
+) -> Span:
+    """The :class:`~.native.Span` attention layer ``module`` computes, after checking that the
+    model's mask (``mask``, see :mod:`.masks`), its config (:func:`~.native.native_spans` at
+    ``module.layer_idx``) and the ``sliding_window`` keyword the layer passed agree; ValueError
+    naming the layer when they do not. Without a mask, the config decides; for a family whose
+    config does not say (full attention), ``is_causal`` / ``module.is_causal`` does."""
+    spans = native_spans(module.config)
+    layer = getattr(module, "layer_idx", None)
+    if layer is not None:
+        expected = spans[layer]
+    elif len(set(spans)) == 1:
+        expected = spans[0]
     else:
-        raise TypeError(f"attention_mask must be bool or floating point, got {mask.dtype}")
-    keep = keep.expand(batch, -1, -1, -1)
-    if keep.shape[1] > 1 and keep.stride(1) != 0 and not bool((keep == keep[:, :1]).all()):
-        raise ValueError("attention_mask differs between heads; sparseformer only honours padding and causal masks")
-    keep = keep[:, 0]  # [B, Lq, Lk]
-    pad = keep.any(1)  # [B, Lk]: a key is real iff some query attends it
-    readings = (causal_hint, not causal_hint)
-    for causal in readings:
-        if not causal:
-            if keep.stride(1) == 0 or bool((keep == pad[:, None, :]).all()):
-                return _none_if_full(pad), False, kv_len
-            continue
-        used = pad.any(0).nonzero()
-        kv_used = int(used[-1]) + 1 if used.numel() else kv_len
-        if kv_used < q_len:
-            continue
-        i = torch.arange(q_len, device=keep.device)[:, None] + (kv_used - q_len)
-        j = torch.arange(kv_len, device=keep.device)[None, :]
-        expected = pad[:, None, :] & (j <= i)  # [B, Lq, Lk]
-        if bool((keep == expected).all()):
-            return _none_if_full(pad[:, :kv_used]), True, kv_used
-    raise ValueError(
-        "attention_mask is neither a padding mask nor a padding + causal mask (e.g. a sliding-window or "
-        "packed-sequence mask); express such structure as a sparseformer pattern instead"
-    )
-
-
-def _none_if_full(pad: torch.Tensor) -> torch.Tensor | None:
-    return None if bool(pad.all()) else pad.contiguous()
+        raise ValueError(f"{type(module).__name__} has no layer_idx, but the layers of this model attend differently")
+    if mask is not None:
+        span = mask.span
+    elif expected is not None:
+        span = expected
+    else:
+        span = (
+            CAUSAL
+            if bool(is_causal if is_causal is not None else getattr(module, "is_causal", False))
+            else BIDIRECTIONAL
+        )
+    if expected is not None and span != expected:
+        raise ValueError(f"layer {layer}: the model's mask attends {span}, but its config says {expected}")
+    if expected is None and span not in (CAUSAL, BIDIRECTIONAL):
+        raise ValueError(f"layer {layer}: the model's mask attends {span}, but its config names no local attention")
+    if sliding_window is not None and flash_window(sliding_window, span.causal) != span:
+        raise ValueError(
+            f"layer {layer}: sliding_window={sliding_window!r} means {flash_window(sliding_window, span.causal)}, "
+            f"but the model's mask attends {span}"
+        )
+    return span
 
 
 def sparseformer_attention(
@@ -164,43 +163,75 @@ def sparseformer_attention(
     query: torch.Tensor,  # [B, H, Lq, D]
     key: torch.Tensor,  # [B, Hk, Lk, D]
     value: torch.Tensor,  # [B, Hk, Lk, Dv]
-    attention_mask: torch.Tensor | None,
+    attention_mask: MaskInfo | None,
     dropout: float = 0.0,
     scaling: float | None = None,
     is_causal: bool | None = None,
+    sliding_window: int | None = None,
+    softcap: float | None = None,
+    s_aux: torch.Tensor | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
     """transformers' attention-function contract: returns ``([B, Lq, H, Dv], None)``.
 
-    The layout is ``pattern.compile(q_len=Lq, kv_len=Lk, num_heads=H, causal=...)``, ``pattern``
-    this layer's (:meth:`Settings.pattern_of` its ``module.layer_idx``), with queries
-    aligned bottom-right (``q_offset = Lk - Lq``: the last ``Lq`` positions, as with a KV cache).
-    Causal comes from the mask when it has one, else from ``is_causal`` / ``module.is_causal``.
+    The layer computes the pairs of its :func:`layer_span` (the model's own attention: causal or
+    not, a sliding window or not), restricted to ``config.sparseformer``'s pattern on the layers
+    it names (see :func:`config_entry`): ``pattern & P.SlidingWindow(...)`` on a sliding layer.
+    Query ``i`` sits at key position ``i + mask.q_offset`` (``Lk - Lq`` without a mask: the last
+    ``Lq`` positions, as with a KV cache); keys marked padding in the mask are left out. Also
+    honoured: ``scaling`` (None = ``1/sqrt(D)``), ``dropout``, ``softcap`` (Gemma 2: scores
+    ``c * tanh(s / c)``), ``s_aux`` (GPT-OSS sinks: one logit per head in the softmax
+    denominator), grouped-query heads. ``position_bias``, ``cu_seq_lens_q/k`` and a 4-D tensor
+    mask raise ValueError.
     """
-    for name in ("position_bias", "softcap", "sliding_window", "s_aux"):
+    for name in _REFUSED:
         if kwargs.get(name) is not None:
-            raise ValueError(
-                f"attn_implementation='{NAME}' does not support {name}={kwargs[name]!r}; use 'sdpa' or 'eager'"
-            )
+            raise ValueError(f"attn_implementation='{NAME}' does not support {name}=...; use 'sdpa' or 'eager'")
+    if attention_mask is not None and not isinstance(attention_mask, MaskInfo):
+        raise ValueError(
+            f"attn_implementation='{NAME}' takes the 2-D padding mask (attention_mask=[B, L] of 0/1), got a "
+            f"{type(attention_mask).__name__} of shape {tuple(getattr(attention_mask, 'shape', ()))}; a custom "
+            "4-D mask cannot be read without O(L^2) work: express its structure as a sparseformer pattern"
+        )
     config = settings(module.config)
-    pattern = config.pattern_of(getattr(module, "layer_idx", None))
-    hint = bool(is_causal if is_causal is not None else getattr(module, "is_causal", False))
+    window, causal = layer_span(module, attention_mask, sliding_window, is_causal).pattern()
+    user = config.pattern_of(getattr(module, "layer_idx", None))
+    pattern = user if isinstance(window, P.Dense) else window if isinstance(user, P.Dense) else user & window
     b, h, lq, _ = query.shape
-    kpm, causal, kv_used = padding_from_mask(attention_mask, b, lq, key.shape[2], hint)
-    key, value = key[:, :, :kv_used], value[:, :, :kv_used]
-    layout = pattern.compile(q_len=lq, num_heads=h, block_size=config.block_size, kv_len=kv_used, causal=causal)
+    lk = key.shape[2]
+    q_offset, kpm = lk - lq, None
+    if attention_mask is not None:
+        if (attention_mask.q_length, attention_mask.kv_length) != (lq, lk):
+            raise ValueError(
+                f"the mask describes {attention_mask.q_length} queries x {attention_mask.kv_length} keys, "
+                f"the layer has {lq} x {lk}"
+            )
+        q_offset, kpm = attention_mask.q_offset, attention_mask.key_padding
+    layout = pattern.compile(
+        q_len=lq, num_heads=h, block_size=config.block_size, kv_len=lk, causal=causal, q_offset=q_offset
+    )
     out = sparse_attention(
-        query, key, value, layout, key_padding_mask=kpm, dropout_p=float(dropout), scale=scaling, backend=config.backend
+        query,
+        key,
+        value,
+        layout,
+        key_padding_mask=kpm,
+        dropout_p=float(dropout),
+        scale=scaling,
+        softcap=softcap,
+        sinks=s_aux,
+        backend=config.backend,
     )  # [B, H, Lq, Dv]
     return out.transpose(1, 2).contiguous(), None
 
 
 def register() -> None:
     """Make ``attn_implementation="sparseformer"`` available to every transformers model.
-    Idempotent. Masks are built like ``"sdpa"``'s (boolean, or None when no mask is needed)."""
+    Idempotent. Masks are built by :func:`~.masks.sparseformer_mask`: a compact
+    :class:`~.masks.MaskInfo`, never an L x L tensor."""
     from ._deps import require
 
     mu = require("transformers.modeling_utils")
     masking = require("transformers.masking_utils")
     mu.AttentionInterface.register(NAME, sparseformer_attention)
-    masking.AttentionMaskInterface.register(NAME, masking.sdpa_mask)
+    masking.AttentionMaskInterface.register(NAME, sparseformer_mask)

@@ -142,9 +142,28 @@ def test_bad_arguments():
         sfh.sparsify(bert(), P.Dense(), backend="fast")
     model = bert()
     sfh.register()
-    model.set_attn_implementation("sparseformer")  # no config.sparseformer
+    model.config.sparseformer = "dense"
+    model.set_attn_implementation("sparseformer")
     with pytest.raises(ValueError, match="config.sparseformer"):
         model(input_ids=torch.randint(1, 200, (1, 8)))
+    with pytest.raises(ValueError, match="layers=.*needs a pattern"):
+        sfh.sparsify(bert(), layers=[0])
+
+
+def test_no_entry_runs_the_model_exactly():
+    """``attn_implementation="sparseformer"`` without ``config.sparseformer``: BERT (full attention
+    only) computes what the stock model computes, with right padding."""
+    stock = bert()
+    model = copy_of(stock)
+    sfh.register()
+    model.set_attn_implementation("sparseformer")
+    assert not hasattr(model.config, "sparseformer")
+    ids, mask = _batch()
+    with torch.no_grad():
+        want = stock(input_ids=ids, attention_mask=mask).last_hidden_state
+        got = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    keep = mask.bool()
+    assert (got[keep] - want[keep]).abs().max() <= 1e-5
 
 
 def test_training_on_auto_backend_gives_the_gather_gradients():

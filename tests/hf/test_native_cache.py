@@ -1,0 +1,62 @@
+"""Generation with the model's own caches: transformers keeps only the window for sliding layers
+(memory bounded), and with a cache that keeps every key the decode steps of a sliding layer visit
+only the window's tiles (the layout of one query at ``q_offset`` against the whole cache)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+import sparseformer.hf.attention as hf_attention  # noqa: E402
+
+from .native_checks import batch, pair  # noqa: E402
+from .tiny import WINDOW  # noqa: E402
+
+
+def _generate(model, steps, **kwargs):
+    ids, mask = batch(WINDOW + 3, "left")
+    with torch.no_grad():
+        return model.generate(
+            ids,
+            attention_mask=mask,
+            max_new_tokens=steps,
+            do_sample=False,
+            pad_token_id=0,
+            return_dict_in_generate=True,
+            **kwargs,
+        )
+
+
+def test_sliding_layers_cache_only_the_window():
+    """Gemma 3 layers 0, 2 sliding, 1 full: after 6 windows of decoding the sliding layers hold
+    ``WINDOW - 1`` keys, the full layer every token."""
+    _, ours = pair("gemma3")
+    out = _generate(ours, 6 * WINDOW)
+    lengths = [layer.keys.shape[-2] for layer in out.cache.layers]
+    assert lengths == [WINDOW - 1, out.sequences.shape[1] - 1, WINDOW - 1]
+
+
+def test_decode_visits_only_the_window_tiles(monkeypatch):
+    """A ``DynamicCache()`` without the config keeps every key in every layer; Mistral's layers are
+    all sliding, so each decode step's layout visits at most the tiles that one window of ``WINDOW``
+    keys touches (2 tiles of 16), however long the cache, and the tokens equal the stock model's."""
+    from transformers import DynamicCache
+
+    stock, ours = pair("mistral")
+    seen = []
+    real = hf_attention.sparse_attention
+
+    def spy(q, k, v, layout, **kwargs):
+        seen.append(layout)
+        return real(q, k, v, layout, **kwargs)
+
+    monkeypatch.setattr(hf_attention, "sparse_attention", spy)
+    got = _generate(ours, 10 * WINDOW, cache=DynamicCache())
+    want = _generate(stock, 10 * WINDOW, cache=DynamicCache())
+    assert torch.equal(got.sequences, want.sequences)
+    decode = [layout for layout in seen if layout.q_len == 1]
+    assert len(decode) == 2 * (10 * WINDOW - 1)  # 2 layers, every step after the prefill
+    assert max(layout.kv_len for layout in decode) == got.sequences.shape[1] - 1  # 6 tiles of keys
+    assert all(layout.q_offset == layout.kv_len - 1 and layout.nnz <= 2 for layout in decode)
