@@ -13,7 +13,7 @@ from .patterns.base import Pattern
 
 log = logging.getLogger("sparseformer")
 
-BACKENDS = ("auto", "reference", "gather", "cpu")
+BACKENDS = ("auto", "reference", "gather", "cpu", "flex")
 _warned: set[str] = set()
 
 
@@ -110,13 +110,27 @@ def _cpu_kernel():
 
 def pick_backend(q: torch.Tensor, dropout_p: float) -> str:
     """What ``backend="auto"`` runs: ``cpu`` on CPU tensors without dropout when the native
-    kernel is available, else ``gather``. Never the O(L²) ``reference``."""
+    kernel is available; ``flex`` (compiled FlexAttention) on CUDA tensors without dropout in
+    float32, bfloat16 or float16 when it compiles there; else ``gather``, logging once why.
+    Never the O(L²) ``reference``."""
     if q.device.type == "cpu" and dropout_p == 0 and q.dtype in (torch.float32, torch.float64, torch.bfloat16):
         if _cpu_kernel() is not None:
             return "cpu"
         return "gather"
     if q.device.type == "cpu" and dropout_p > 0:
         _log_once("sparseformer: dropout_p > 0 runs on 'gather' (the native kernel has no dropout)")
+    if q.device.type == "cuda":
+        from .kernels import flex
+
+        why = flex.unavailable_reason(q.device)
+        if dropout_p > 0:
+            why = "dropout_p > 0 (FlexAttention has no dropout)"
+        elif q.dtype not in flex.DTYPES:
+            why = f"{q.dtype} (FlexAttention takes float32, bfloat16 or float16)"
+        if why is None:
+            _log_once("sparseformer: 'auto' runs 'flex' on CUDA tensors (compiled FlexAttention over the layout)")
+            return "flex"
+        _log_once(f"sparseformer: 'auto' runs 'gather' on CUDA here, not 'flex': {why}")
     return "gather"
 
 
@@ -158,7 +172,9 @@ def sparse_attention(
             sigmoid(lse_i - sinks[h])`` with ``lse_i`` the row's logsumexp. Dropout applies to
             these probabilities, as in GPT-OSS.
         backend: ``"auto"``, ``"reference"`` (dense oracle, O(L²)), ``"gather"`` (portable,
-            exportable), ``"cpu"`` (native kernel).
+            exportable), ``"cpu"`` (native kernel), ``"flex"`` (compiled FlexAttention; no
+            dropout; on the CPU inference only and without sinks). ``"auto"``: see
+            :func:`pick_backend`.
 
     Returns ``[B, H, Lq, Dv]``. A query row with no attending key gives zeros.
     """
@@ -177,6 +193,10 @@ def sparse_attention(
         from .kernels.gather import gather_attention
 
         return gather_attention(q, k, v, layout, **terms)
+    if backend == "flex":
+        from .kernels.flex import flex_sparse_attention
+
+        return flex_sparse_attention(q, k, v, layout, **terms)
     cpu = _cpu_kernel()
     if cpu is None:
         raise ValueError("backend='cpu' is not available here (see the log for why); use 'gather' or 'auto'")

@@ -23,6 +23,7 @@ from functools import cached_property
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .band import Band, band_of
 from .patterns.base import FULL, NONE, PARTIAL, Pattern, Shape, check_int
@@ -180,64 +181,115 @@ class BlockLayout:
             bias = bias - self.slopes[:, None, None] * d.double()
         return bias.to(dtype)
 
-    def to_block_mask(self):
-        """FlexAttention's ``BlockMask`` for this layout (full and partial tiles; the
-        ``mask_mod`` reads the partial tiles' element masks). Score terms are not part of a
-        BlockMask: see :meth:`flex_score_mod`."""
+    def flex_tables(self, device: torch.device | str = "cpu", block: int | None = None) -> FlexTables:
+        """The device tables FlexAttention reads for this layout with FlexAttention tiles of
+        ``block`` tokens (default: the layout's block size; a power-of-two multiple of it, as
+        FlexAttention's CUDA kernels need 128), see :class:`FlexTables`. O(Hl·nq·nk + P·bs²),
+        built once per device and block, cached on the layout."""
+        bs = self.block_size
+        block = bs if block is None else block
+        if isinstance(block, bool) or not isinstance(block, int) or block < bs or block % bs or block & (block - 1):
+            raise ValueError(f"block must be a power-of-two multiple of the block size {bs}, got {block!r}")
+        key = ("flex", str(torch.device(device)), block)
+        if key not in self._device_cache:
+            f, hl = block // bs, self.layout_heads
+            nqc, nkc = -(-self.nq // f), -(-self.nk // f)  # FlexAttention tiles
+            # Layout tiles, padded to whole FlexAttention tiles with tiles not visited.
+            ids = torch.full((hl, nqc * f, nkc * f), -2, dtype=torch.int64)
+            ids[:, : self.nq, : self.nk] = self.tile_mask_ids()  # -2 not visited, -1 full, else mask id
+            # rows >= P + 2, a power of two, at least 16: layouts of one shape share a compiled graph
+            rows = max(16, 1 << (self.masks.shape[0] + 1).bit_length())
+            table = torch.zeros(rows, bs, bs, dtype=torch.bool)
+            table[0] = True
+            table[2 : 2 + self.masks.shape[0]] = self.masks
+            weights = None
+            if self.log_weight is not None:
+                weights = torch.zeros(hl * self.nq, self.nk)
+                r = torch.repeat_interleave(torch.arange(hl * self.nq), self.row_counts.flatten())
+                weights[r, self.col_idx] = self.log_weight.float()
+                weights = F.pad(weights.view(hl, self.nq, self.nk), (0, nkc * f - self.nk, 0, nqc * f - self.nq))
+            sub = ids.view(hl, nqc, f, nkc, f).transpose(2, 3).flatten(3)  # [Hl, nqc, nkc, f*f]
+            states = torch.where((sub == -1).all(-1), FULL, torch.where((sub != -2).any(-1), PARTIAL, NONE)).to(
+                torch.uint8
+            )
+            self._device_cache[key] = FlexTables(
+                block=block,
+                states=states.to(device),
+                tile_ids=torch.where(ids == -1, 0, torch.where(ids == -2, 1, ids + 2)).to(device),
+                tile_table=table.to(device),
+                slopes=None if self.slopes is None else self.slopes.float().to(device),
+                log_weight=None if weights is None else weights.to(device),
+            )
+        return self._device_cache[key]
+
+    def to_block_mask(
+        self,
+        device: torch.device | str = "cpu",
+        key_padding_mask: torch.Tensor | None = None,
+        block: int | None = None,
+    ):
+        """FlexAttention's ``BlockMask`` for this layout, in tiles of ``block`` tokens (see
+        :meth:`flex_tables`): a tile is visited if any layout tile in it is, full if all of them
+        are full, and the ``mask_mod`` reads the layout's element masks, so the pairs are exactly
+        the layout's. Score terms are not part of a BlockMask: see :meth:`flex_score_mod`.
+
+        With ``key_padding_mask`` (``bool [B, kv_len]``, True = keep) the mask gets a batch
+        dimension ``B``: in batch ``b`` a tile with a padded key is partial, a tile with no kept
+        key is not visited, and the ``mask_mod`` also drops the padded keys. Without it the mask
+        (batch dimension 1) is built once per device and block, and cached on the layout.
+        """
         from torch.nn.attention.flex_attention import BlockMask
 
-        hl, nq, nk, bs = self.layout_heads, self.nq, self.nk, self.block_size
-        counts = self.row_counts  # [Hl, nq]
-        full = self.mask_id < 0
-        rows = torch.repeat_interleave(torch.arange(hl * nq), counts.flatten())
-
-        def pack(sel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            r = rows[sel]  # entries stay in row-major order
-            num = torch.bincount(r, minlength=hl * nq)
-            slot = torch.arange(r.numel()) - (torch.cumsum(num, 0) - num)[r]
-            idx = torch.zeros(hl * nq, nk, dtype=torch.int32)
-            idx[r, slot] = self.col_idx[sel].to(torch.int32)
-            return num.to(torch.int32).view(1, hl, nq), idx.view(1, hl, nq, nk)
-
-        kv_num, kv_idx = pack(~full)
-        full_num, full_idx = pack(full)
-        ids = self.tile_mask_ids()
-        masks = self.masks
-        q_len, kv_len = self.q_len, self.kv_len
+        t = self.flex_tables(device, block)
+        key = ("flex_block_mask", str(torch.device(device)), t.block)
+        if key_padding_mask is None and key in self._device_cache:
+            return self._device_cache[key]
+        hl, bs, n = self.layout_heads, self.block_size, t.states.shape[-1]
+        states = t.states[None]  # [1, Hl, nqc, nkc]: 0 not visited, 1 partial, 2 full
+        kpm = None
+        if key_padding_mask is not None:
+            kpm = F.pad(key_padding_mask.to(t.states.device), (0, n * t.block - self.kv_len))  # [B, nkc * block]
+            kept = kpm.view(kpm.shape[0], n, t.block).sum(-1)[:, None, None, :]  # [B, 1, 1, nkc] kept keys
+            width = (self.kv_len - torch.arange(n, device=kpm.device) * t.block).clamp(0, t.block)  # keys per tile
+            states = torch.where(kept == 0, NONE, torch.where((kept < width) & (states == FULL), PARTIAL, states))
+        kv_num, kv_idx = _ordered(states == PARTIAL)
+        full_num, full_idx = _ordered(states == FULL)
+        tile_ids, tile_table = t.tile_ids, t.tile_table
 
         def mask_mod(b, h, q_idx, kv_idx):
-            hh = h if hl > 1 else h * 0
-            m = ids[hh, q_idx // bs, kv_idx // bs]
-            inside = masks[m.clamp(min=0), q_idx % bs, kv_idx % bs] if masks.numel() else m >= 0
-            return (m == -1) | ((m >= 0) & inside)
+            tile = tile_ids[h if hl > 1 else h * 0, q_idx // bs, kv_idx // bs]
+            keep = tile_table[tile, q_idx % bs, kv_idx % bs]
+            return keep if kpm is None else keep & kpm[b, kv_idx]
 
-        return BlockMask.from_kv_blocks(
-            kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=bs, mask_mod=mask_mod, seq_lengths=(q_len, kv_len)
-        )
+        block_mask = BlockMask.from_kv_blocks(
+            kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=t.block, mask_mod=mask_mod,
+            seq_lengths=(self.q_len, self.kv_len),
+        )  # fmt: skip
+        if key_padding_mask is None:
+            self._device_cache[key] = block_mask
+        return block_mask
 
-    def flex_score_mod(self):
-        """FlexAttention ``score_mod`` adding this layout's score terms (decay bias and sampled-block
-        log-weights) from O(H + Hl·nq·nk) tables, or None when it has none. Pair it with
-        :meth:`to_block_mask`."""
+    def flex_score_mod(self, device: torch.device | str = "cpu", block: int | None = None):
+        """FlexAttention ``score_mod`` adding this layout's score terms (decay bias
+        ``-slopes[h]·|q_idx + q_offset - kv_idx|`` and sampled-block log-weights) from
+        O(H + Hl·nq·nk) tables on ``device``, or None when it has none. Pair it with
+        :meth:`to_block_mask` (same ``block``). Cached, so a compiled caller sees one function."""
         if self.slopes is None and self.log_weight is None:
             return None
-        bs, hl, off = self.block_size, self.layout_heads, self.q_offset
-        slopes = None if self.slopes is None else self.slopes.float()
-        table = None
-        if self.log_weight is not None:
-            table = torch.zeros(hl * self.nq, self.nk)
-            rows = torch.repeat_interleave(torch.arange(hl * self.nq), self.row_counts.flatten())
-            table[rows, self.col_idx] = self.log_weight.float()
-            table = table.view(hl, self.nq, self.nk)
+        t = self.flex_tables(device, block)
+        key = ("flex_score_mod", str(torch.device(device)), t.block)
+        if key not in self._device_cache:
+            bs, hl, off, slopes, table = self.block_size, self.layout_heads, self.q_offset, t.slopes, t.log_weight
 
-        def score_mod(score, b, h, q_idx, kv_idx):
-            if slopes is not None:
-                score = score - slopes[h] * (q_idx + off - kv_idx).abs()
-            if table is not None:
-                score = score + table[h if hl > 1 else h * 0, q_idx // bs, kv_idx // bs]
-            return score
+            def score_mod(score, b, h, q_idx, kv_idx):
+                if slopes is not None:
+                    score = score - slopes[h] * (q_idx + off - kv_idx).abs()
+                if table is not None:
+                    score = score + table[h if hl > 1 else h * 0, q_idx // bs, kv_idx // bs]
+                return score
 
-        return score_mod
+            self._device_cache[key] = score_mod
+        return self._device_cache[key]
 
     def row_buckets(self, device: torch.device | str = "cpu") -> RowBuckets:
         """The rows of every head grouped by length, for backends that batch rows (see
@@ -279,6 +331,27 @@ class RowBuckets:
             Bucket(move(b.rows), move(b.kv_tiles), move(b.tile_ids), move(b.log_weight)) for b in self.buckets
         )
         return RowBuckets(buckets, move(self.inverse), move(self.tile_table))
+
+
+@dataclass(frozen=True)
+class FlexTables:
+    """What FlexAttention's ``mask_mod`` and ``score_mod`` read for one layout, on one device, with
+    FlexAttention tiles of ``block = f * bs`` tokens (``nqc = ceil(nq / f)``, ``nkc = ceil(nk / f)``)."""
+
+    block: int
+    states: torch.Tensor  # uint8 [Hl, nqc, nkc]: 0 not visited, 1 partial, 2 full (every layout tile in it full)
+    tile_ids: torch.Tensor  # int64 [Hl, nqc * f, nkc * f]: row of tile_table (0 full, 1 not visited, m + 2 mask m)
+    tile_table: torch.Tensor  # bool [2^k >= P + 2, bs, bs]: row 0 all True, rows 1 and >= P + 2 all False
+    slopes: torch.Tensor | None  # float32 [num_heads]
+    log_weight: torch.Tensor | None  # float32 [Hl, nqc * f, nkc * f], 0 on tiles not visited
+
+
+def _ordered(tiles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``bool [B, H, nq, nk]`` -> FlexAttention's ``(num int32 [B, H, nq], indices int32 [B, H, nq, nk])``:
+    per row, how many tiles are set and their columns first, in ascending order."""
+    num = tiles.sum(-1, dtype=torch.int32)
+    idx = torch.argsort((~tiles).to(torch.uint8), dim=-1, stable=True).to(torch.int32)
+    return num, idx
 
 
 def _row_buckets(layout: BlockLayout) -> RowBuckets:
