@@ -63,6 +63,12 @@ def add_parser_export(subparsers) -> None:
         help="onnx: one file for every length up to --max-length (traced at --lengths[0])",
     )
     p.add_argument("--max-length", type=int, help="with --dynamic: the longest length served (default: no limit)")
+    p.add_argument(
+        "--custom-op",
+        action="store_true",
+        help="onnx: each sparse attention as one node running the native kernel (ONNX Runtime loads the "
+        "library printed; float32, per length)",
+    )
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--out", default=".", help="output folder")
     p.add_argument("--checkpoint", help="safetensors state dict to load (default: random weights)")
@@ -88,13 +94,16 @@ def run_export(args: argparse.Namespace) -> int:
     if not out.is_dir():
         print(f"error: --out {str(out)!r} is not a folder", file=sys.stderr)
         return 2
-    if args.dynamic and args.format != "onnx":
-        print("error: --dynamic is for --format onnx", file=sys.stderr)
-        return 2
+    for flag, given in (("--dynamic", args.dynamic), ("--custom-op", args.custom_op)):
+        if given and args.format != "onnx":
+            print(f"error: {flag} is for --format onnx", file=sys.stderr)
+            return 2
     model = _encoder(args) if args.model == "encoder" else _causal_lm(args)
     _load(model, args.checkpoint)
     ext = "onnx" if args.format == "onnx" else "pte"
-    dynamic = {"dynamic_length": True, "max_length": args.max_length} if args.dynamic else {}
+    options = {"dynamic_length": True, "max_length": args.max_length} if args.dynamic else {}
+    if args.custom_op:
+        options["custom_op"] = True
     for length in args.lengths[:1] if args.dynamic else args.lengths:
         if args.model == "encoder":
             inputs = (torch.randn(args.batch, length, args.d_model),)
@@ -105,10 +114,10 @@ def run_export(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         if args.format == "onnx":
             if args.int8:
-                fp32 = export.to_onnx(model, inputs, out / f"{stem}.onnx", **dynamic)
+                fp32 = export.to_onnx(model, inputs, out / f"{stem}.onnx", **options)
                 quantize.quantize_onnx(fp32, path)
             else:
-                export.to_onnx(model, inputs, path, **dynamic)
+                export.to_onnx(model, inputs, path, **options)
         elif args.int8:
             quantize.to_executorch_int8(model, inputs, path)
         else:
@@ -118,6 +127,10 @@ def run_export(args: argparse.Namespace) -> int:
             lo, hi = json.loads(export.read_metadata(path)["sparseformer.seq_range"])
             served = f"L in [{lo}, {hi if hi is not None else 'any'}]"
         print(f"{path}  {path.stat().st_size / MiB:.2f} MiB  {served}  {time.perf_counter() - t0:.1f} s")
+    if args.custom_op:
+        from sparseformer.export.ort_op import library_path
+
+        print(f"custom-op library (SessionOptions.register_custom_ops_library): {library_path()}")
     return 0
 
 

@@ -69,14 +69,15 @@ def seq_dim_of(model: nn.Module) -> int:
 
 def sparse_attentions(model: nn.Module) -> Iterator[tuple[str, Pattern, int, bool, int]]:
     """``(module name, pattern, block_size, causal, num_heads)`` of every sparse self-attention in
-    ``model``: ``SparseMultiheadAttention`` modules and the causal LM's attention (always causal)."""
+    ``model``: ``SparseMultiheadAttention`` modules and the causal LM's attention (always causal;
+    skipped when its pattern is None, the dense baseline)."""
     from ..nn.causal_lm import CausalSelfAttention
     from ..nn.multihead_attention import SparseMultiheadAttention
 
     for name, m in model.named_modules():
         if isinstance(m, SparseMultiheadAttention):
             yield name, m.pattern, m.block_size, m.causal, m.num_heads
-        elif isinstance(m, CausalSelfAttention):
+        elif isinstance(m, CausalSelfAttention) and m.cfg.pattern is not None:
             yield name, m.cfg.pattern, m.cfg.block_size, True, m.cfg.n_heads
 
 
@@ -95,26 +96,31 @@ def dynamic_min_length(model: nn.Module) -> int:
 
 
 @contextlib.contextmanager
-def portable_backend(model: nn.Module) -> Iterator[nn.Module]:
-    """Run ``model``'s sparse attention on the exportable ``gather`` backend for the duration.
+def attention_backend(model: nn.Module, backend: str) -> Iterator[nn.Module]:
+    """Run ``model``'s sparse attention on ``backend`` for the duration.
 
-    Sets ``backend = "gather"`` on modules that carry one (``SparseMultiheadAttention``) and on
-    the config of modules that carry it there (the causal LM's attention), then restores them.
+    Sets ``backend`` on modules that carry one (``SparseMultiheadAttention``) and on the config of
+    modules that carry it there (the causal LM's attention), then restores them.
     """
     saved: list[tuple[nn.Module, str, object]] = []
     try:
         for m in model.modules():
             if isinstance(getattr(m, "backend", None), str):
                 saved.append((m, "backend", m.backend))
-                m.backend = "gather"
+                m.backend = backend
             cfg = getattr(m, "cfg", None)
             if dataclasses.is_dataclass(cfg) and isinstance(getattr(cfg, "backend", None), str):
                 saved.append((m, "cfg", cfg))
-                m.cfg = dataclasses.replace(cfg, backend="gather")
+                m.cfg = dataclasses.replace(cfg, backend=backend)
         yield model
     finally:
         for m, name, value in reversed(saved):
             setattr(m, name, value)
+
+
+def portable_backend(model: nn.Module) -> contextlib.AbstractContextManager[nn.Module]:
+    """Run ``model``'s sparse attention on the exportable ``gather`` backend for the duration."""
+    return attention_backend(model, "gather")
 
 
 def check_path(path: object) -> Path:

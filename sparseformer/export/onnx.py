@@ -4,6 +4,10 @@ An export is valid for the input shapes it was traced with (see ``LENGTH_REASON`
 ``dynamic_length=True`` and band-form patterns, for a range of lengths; the file's
 ``metadata_props`` record the shapes (and the range), and :class:`OnnxRunner` refuses any other
 length with a ValueError instead of running a wrong layout.
+
+With ``custom_op=True`` each sparse attention is one ``sparseformer.ai::BlockSparseAttention`` node
+(the native kernel, see :mod:`sparseformer.export.ort_op`) instead of the portable decomposed graph;
+such a file needs the custom-op library, which :class:`OnnxRunner` registers by itself.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from torch import nn
 from ._common import (
     LENGTH_REASON,
     atomic_write,
+    attention_backend,
     check_inputs,
     check_model,
     check_path,
@@ -44,8 +49,10 @@ def to_onnx(
     opset_version: int = 18,
     dynamic_length: bool = False,
     max_length: int | None = None,
+    custom_op: bool = False,
 ) -> Path:
-    """Export ``model`` (in eval mode, sparse attention on the ``gather`` backend) to ``path``.
+    """Export ``model`` (in eval mode, sparse attention on the ``gather`` backend, or as the native
+    custom op with ``custom_op=True``) to ``path``.
 
     Args:
         model: any ``nn.Module``: ``SparseTransformerEncoderLayer`` stacks, ``SparseMultiheadAttention``,
@@ -60,6 +67,12 @@ def to_onnx(
             traced. The sequence dim is ``seq_dim`` of the first input and every dim of the other
             inputs that has the example length. Needs band-form patterns (else ValueError).
         max_length: the longest length of a dynamic export.
+        custom_op: False (default): the sparse attention as portable ONNX ops (the ``gather``
+            backend), a file any ONNX runtime opens. True: each sparse attention as one
+            ``sparseformer.ai::BlockSparseAttention`` node running the native kernel (traced on
+            the ``cpu`` backend, the compiled layout stored as initializers); float32, per length
+            only (not with ``dynamic_length``), and ONNX Runtime needs the custom-op library
+            (``sparseformer.export.ort_op.library_path()``; :class:`OnnxRunner` registers it).
 
     Returns the path.
     """
@@ -71,6 +84,13 @@ def to_onnx(
         raise ValueError(f"seq_dim must index a dim of the first input (shape {tuple(inputs[0].shape)}), got {seq_dim}")
     if not isinstance(dynamic_length, bool):
         raise TypeError(f"dynamic_length must be a bool, got {type(dynamic_length).__name__}")
+    if not isinstance(custom_op, bool):
+        raise TypeError(f"custom_op must be a bool, got {type(custom_op).__name__}")
+    if custom_op and dynamic_length:
+        raise ValueError(
+            "custom_op=True exports per length (the op reads the compiled block layout, stored as initializers); "
+            "use dynamic_length=False, or custom_op=False for one file of every length"
+        )
     length = int(inputs[0].shape[seq_dim])
     shapes: list[list[int | None]] = [list(t.shape) for t in inputs]
     dynamic_shapes, seq_range = None, None
@@ -81,11 +101,19 @@ def to_onnx(
         raise ValueError(f"max_length is for dynamic_length=True exports, got max_length={max_length}")
     training = model.training
     model.eval()
+    backend = attention_backend(model, "cpu") if custom_op else portable_backend(model)
+    table = _custom_op_table() if custom_op else None
     try:
-        with portable_backend(model), torch.no_grad():
+        with backend, torch.no_grad():
             model(*inputs)  # compiles and caches the layouts, so the trace sees them as constants
             program = torch.onnx.export(
-                model, inputs, dynamo=True, opset_version=opset_version, verbose=False, dynamic_shapes=dynamic_shapes
+                model,
+                inputs,
+                dynamo=True,
+                opset_version=opset_version,
+                verbose=False,
+                dynamic_shapes=dynamic_shapes,
+                custom_translation_table=table,
             )
     finally:
         model.train(training)
@@ -104,6 +132,20 @@ def to_onnx(
         onnx.save(proto, str(tmp))
 
     return atomic_write(path, write)
+
+
+def _custom_op_table() -> dict:
+    """The translation of the native op to the custom node, or ValueError when the native CPU
+    kernel (which the trace runs once) is unavailable here."""
+    from ..kernels import cpu
+    from .ort_op.onnx_op import translation_table
+
+    if not cpu.is_available():
+        raise ValueError(
+            f"custom_op=True traces the model on the native cpu backend, which is unavailable here: "
+            f"{cpu.unavailable_reason()}"
+        )
+    return translation_table()
 
 
 def _dynamic_shapes(
@@ -175,14 +217,52 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
 
 
+def uses_custom_op(path: str | os.PathLike) -> bool:
+    """Whether the ONNX file imports the custom-op domain (``custom_op=True`` exports)."""
+    try:
+        import onnx
+    except ImportError as e:
+        raise missing_extra("onnx", e) from e
+
+    from .ort_op import DOMAIN
+
+    model = onnx.load(str(path), load_external_data=False)
+    return any(o.domain == DOMAIN for o in model.opset_import)
+
+
+def _custom_op_library(path: Path, library: str | os.PathLike | None) -> str:
+    """The custom-op library to register for ``path``: ``library`` if given (it must exist), else
+    the one :func:`~sparseformer.export.ort_op.library_path` builds; RuntimeError naming it if not."""
+    from .ort_op import DOMAIN, OP_NAME, library_path
+
+    needs = f"{str(path)!r} uses the custom op {DOMAIN}::{OP_NAME}, which needs sparseformer's ONNX Runtime custom-op library"
+    if library is not None:
+        if not Path(library).is_file():
+            raise ValueError(f"custom_ops_library {str(library)!r} is not a file ({needs})")
+        return str(library)
+    try:
+        return str(library_path())
+    except RuntimeError as e:
+        raise RuntimeError(f"{needs} (sparseformer.export.ort_op.library_path()), which is unavailable: {e}") from e
+
+
 class OnnxRunner:
     """Runs an exported ``.onnx`` file with ONNX Runtime's CPU provider.
 
     ``runner(*inputs)`` takes torch tensors or numpy arrays of the traced shapes and returns a
     torch tensor (a tuple for several outputs). Another sequence length raises ValueError.
+    A file that uses the custom op (``to_onnx(..., custom_op=True)``) gets the custom-op library
+    registered: ``custom_ops_library`` if given, else the one :mod:`sparseformer.export.ort_op`
+    builds; when it cannot be had, RuntimeError names it.
     """
 
-    def __init__(self, path: str | os.PathLike, *, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        threads: int | None = None,
+        custom_ops_library: str | os.PathLike | None = None,
+    ) -> None:
         try:
             import onnxruntime as ort
         except ImportError as e:
@@ -193,6 +273,9 @@ class OnnxRunner:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads is not None:
             opts.intra_op_num_threads = threads
+        self.custom_ops_library = _custom_op_library(Path(path), custom_ops_library) if uses_custom_op(path) else None
+        if self.custom_ops_library is not None:
+            opts.register_custom_ops_library(self.custom_ops_library)
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         meta = self.session.get_modelmeta().custom_metadata_map
         self.input_shapes: list[list[int | None]] | None = (

@@ -35,3 +35,23 @@ def test_export_onnx_dynamic(tmp_path, capsys):
     args = ap.parse_args(["export", "--dynamic", "--format", "executorch", "--out", str(tmp_path), *small])
     assert args.func(args) == 2
     assert "--dynamic is for --format onnx" in capsys.readouterr().err
+
+
+def test_export_onnx_custom_op(tmp_path, capsys):
+    from sparseformer.export.onnx import uses_custom_op
+
+    ap = argparse.ArgumentParser()
+    add_parser_export(ap.add_subparsers())
+    small = ["--layers", "1", "--heads", "2", "--d-model", "32", "--ffn", "64", "--block-size", "16"]
+    args = ap.parse_args(["export", "--custom-op", "--lengths", "48", "--out", str(tmp_path), *small])
+    assert args.func(args) == 0
+    path = tmp_path / "encoder_L48.onnx"
+    assert uses_custom_op(path)
+    runner = OnnxRunner(path)
+    assert runner.custom_ops_library is not None
+    assert f"custom-op library (SessionOptions.register_custom_ops_library): {runner.custom_ops_library}" in (
+        capsys.readouterr().out
+    )
+    args = ap.parse_args(["export", "--custom-op", "--format", "executorch", "--out", str(tmp_path), *small])
+    assert args.func(args) == 2
+    assert "--custom-op is for --format onnx" in capsys.readouterr().err

@@ -1,42 +1,7 @@
-// Block-sparse attention for CPUs: forward and backward over a block-CSR layout.
-//
-// Contract (see sparseformer/layout.py, BlockLayout):
-//   q [B, H, Lq, D], k [B, Hk, Lk, D], v [B, Hk, Lk, Dv], one dtype (float32, float64, bfloat16),
-//   H % Hk == 0; query head h reads kv head h / (H / Hk).
-//   Rows r = hl * nq + qb of the CSR (hl < Hl, Hl = 1 or H) list key tiles kb = col_idx[e] for
-//   e in [row_ptr[r], row_ptr[r + 1]). mask_id[e] == -1: every pair of the tile attends;
-//   otherwise masks[mask_id[e]] (bool [bs, bs]) says which pairs attend.
-//   score(i, j) = cap(scale * <q_i, k_j>) + log_weight[e] - slopes[h] * |i + q_offset - j|,
-//   cap(s) = softcap * tanh(s / softcap) when softcap is given (logit soft-capping), else s;
-//   masked by the tile mask and key_padding_mask [B, Lk] (True = keep). A query row without any
-//   attending key gives 0 and logsumexp -inf.
-//
-// Design:
-//   * forward: one work item = (batch, head, query block). The query block is multiplied against
-//     the listed key tiles with one GEMM per run of consecutive tiles (up to kRunTarget keys:
-//     sliding windows give runs of 3 tiles, and wider GEMMs run closer to peak); each tile's bias
-//     and element mask are applied to its columns (full tiles skip the mask), an online softmax
-//     (running max / sum, FlashAttention style) turns the scores into weights in place, and a
-//     second GEMM accumulates weights @ V. K and V are read in place, never gathered (bfloat16 runs
-//     are widened to float32 in a per-thread scratch buffer, one run at a time).
-//   * backward: FlashAttention-2 recomputation from the saved logsumexp, in two passes without
-//     atomics or per-thread copies of dK / dV: pass A over (batch, head, query block) rows gives dQ,
-//     pass B over (batch, kv head, key tile) columns gives dK and dV, walking the transposed layout
-//     (built here in O(nnz)) with runs of consecutive query blocks. Scores and dP are recomputed in
-//     both passes: 7 GEMMs per tile instead of FlashAttention-2's 5, in exchange for determinism
-//     and full parallelism whatever the number of heads.
-//   * soft-capping (softcap set): cap(s) = c * tanh(s / c) is applied to each GEMM's scores before
-//     the tile terms, in the forward and in both backward passes; the backward keeps
-//     1 - tanh^2 of the recomputed scores in a per-thread buffer (dC) and multiplies dS by it.
-//     Attention sinks need nothing here: out * sigmoid(lse - sink) is applied on the op's outputs.
-//   * GEMMs go to the BLAS that libtorch exports (sgemm_/dgemm_, MKL on x86 wheels), bound weakly so
-//     the library still loads where libtorch exports none; then a portable blocked kernel is used.
-//   * Element-wise loops are plain C++ that the compiler vectorises (OpenMP SIMD hints for the
-//     reductions). On x86-64 with GCC the hot float loops are also compiled for x86-64-v3 / v4 with
-//     target_clones (picked at load time); every other target gets the baseline build. No intrinsics.
-//   * Work items are handed out through an atomic counter, so uneven rows (global blocks, causal
-//     layouts) balance over threads; small problems use fewer threads. Every item writes its own
-//     outputs, so results are bitwise the same for any number of threads.
+// ATen front-end of the native CPU kernel (the kernel itself is core.h): checks the torch tensors,
+// fills a Problem, runs the core's forward / backward on at::parallel_for threads, and binds the
+// entry points for Python (pybind11, loaded by build.py). The contract and the design of the kernel
+// are described at the top of core.h.
 
 #include <torch/extension.h>
 
@@ -44,77 +9,29 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Exception.h>
 
-#include <algorithm>
-#include <atomic>
-#include <cmath>
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
-#include <limits>
-#include <memory>
 #include <string>
-#include <type_traits>
 #include <vector>
 
-#include "tile_ops.h"
+#include "core.h"
 
 namespace sparseformer_cpu {
 
 using at::Tensor;
 
-// ------------------------------------------------------------------------------------------------
-// Element types: scalar_t in memory, acc_t for arithmetic (bfloat16 -> float).
-// ------------------------------------------------------------------------------------------------
-
-template <typename scalar_t>
-struct AccOf {
-  using type = scalar_t;
-};
+// bfloat16 tensors compute in float32 (see AccOf in core.h).
 template <>
 struct AccOf<c10::BFloat16> {
   using type = float;
 };
 
-template <typename scalar_t>
-constexpr bool is_reduced() {
-  return std::is_same<scalar_t, c10::BFloat16>::value;
-}
-
-// rows x cols block from src (row stride ld) as acc_t. For acc_t == scalar_t returns src itself.
-template <typename scalar_t, typename acc_t>
-SF_INLINE const acc_t* as_acc(const scalar_t* src, int rows, int cols, int64_t ld, acc_t* scratch) {
-  if constexpr (std::is_same<scalar_t, acc_t>::value) {
-    (void)rows;
-    (void)cols;
-    (void)ld;
-    (void)scratch;
-    return src;
-  } else {
-    for (int r = 0; r < rows; ++r) {
-      const scalar_t* s = src + r * ld;
-      acc_t* d = scratch + static_cast<int64_t>(r) * cols;
-      for (int c = 0; c < cols; ++c) d[c] = static_cast<acc_t>(s[c]);
-    }
-    return scratch;
+// The core's parallel-for on ATen's intra-op threads (OpenMP in the torch wheels).
+struct AtenExec {
+  int64_t max_threads() const { return at::get_num_threads(); }
+  template <typename F>
+  void run(int64_t nthreads, F&& fn) const {
+    at::parallel_for(0, nthreads, 1, [&](int64_t, int64_t) { fn(); });
   }
-}
-
-// ------------------------------------------------------------------------------------------------
-// Inputs
-// ------------------------------------------------------------------------------------------------
-
-struct Problem {
-  int64_t B, H, Hk, Lq, Lk, D, Dv, group;
-  int64_t bs, nq, nk, Hl, P, nnz, q_offset;
-  double scale;
-  double softcap;  // > 0, or 0: no soft-capping
-  const int64_t* row_ptr;
-  const int64_t* col_idx;
-  const int64_t* mask_id;
-  const bool* masks;       // [P, bs, bs] or nullptr
-  const double* log_weight;  // [nnz] or nullptr
-  const double* slopes;      // [H] or nullptr
-  const bool* kpm;           // [B, Lk] or nullptr
 };
 
 static std::string shape_str(const Tensor& t) {
@@ -145,8 +62,8 @@ static const double* optional_f64_vector(const c10::optional<Tensor>& opt, const
   return t.data_ptr<double>();
 }
 
-// Validates everything the kernels rely on (shapes, dtypes and every index value) and fills p.
-// Tensors passed in must already be contiguous.
+// Validates everything the kernels rely on (shapes, dtypes here; sizes and every index value in
+// core.h's check_sizes / check_layout) and fills p. Tensors passed in must already be contiguous.
 static Problem make_problem(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& row_ptr,
                             const Tensor& col_idx, const Tensor& mask_id, const Tensor& masks,
                             const c10::optional<Tensor>& log_weight, const c10::optional<Tensor>& slopes,
@@ -177,23 +94,12 @@ static Problem make_problem(const Tensor& q, const Tensor& k, const Tensor& v, c
   SF_CHECK(v.size(0) == p.B && v.size(1) == p.Hk && v.size(2) == p.Lk,
            "v must be [B, Hk, Lk, Dv] = [", p.B, ", ", p.Hk, ", ", p.Lk, ", Dv] to match k ", shape_str(k),
            ", got ", shape_str(v));
-  SF_CHECK(p.Hk >= 1 && p.H % p.Hk == 0, "the number of query heads (", p.H,
-           ") must be a multiple of the number of key/value heads (", p.Hk, ")");
-  SF_CHECK(p.D >= 1 && p.Dv >= 1, "head dims must be >= 1, got D = ", p.D, " and Dv = ", p.Dv);
-  p.group = p.H / p.Hk;
-  SF_CHECK(block_size >= 1 && block_size <= 4096, "block_size must be in [1, 4096], got ", block_size);
   p.bs = block_size;
-  p.nq = (p.Lq + p.bs - 1) / p.bs;
-  p.nk = (p.Lk + p.bs - 1) / p.bs;
-  SF_CHECK(layout_heads == 1 || layout_heads == p.H, "layout_heads must be 1 or num_heads (", p.H, "), got ",
-           layout_heads);
   p.Hl = layout_heads;
   p.q_offset = q_offset;
   p.scale = scale;
-  SF_CHECK(std::isfinite(scale), "scale must be finite, got ", scale);
   p.softcap = softcap.has_value() ? *softcap : 0.0;
-  SF_CHECK(!softcap.has_value() || (std::isfinite(p.softcap) && p.softcap > 0),
-           "softcap must be a positive finite float or None, got ", p.softcap);
+  check_sizes(p, softcap.has_value());
 
   // layout tensors
   check_cpu(row_ptr, "row_ptr");
@@ -220,29 +126,9 @@ static Problem make_problem(const Tensor& q, const Tensor& k, const Tensor& v, c
   p.col_idx = col_idx.data_ptr<int64_t>();
   p.mask_id = mask_id.data_ptr<int64_t>();
   p.masks = p.P > 0 ? masks.data_ptr<bool>() : nullptr;
-
-  SF_CHECK(p.row_ptr[0] == 0, "row_ptr[0] must be 0, got ", p.row_ptr[0]);
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t a = p.row_ptr[r], b = p.row_ptr[r + 1];
-    SF_CHECK(b >= a, "row_ptr must be non-decreasing, got row_ptr[", r, "] = ", a, " > row_ptr[", r + 1, "] = ", b);
-    SF_CHECK(b <= p.nnz, "row_ptr[", r + 1, "] = ", b, " exceeds nnz = ", p.nnz);
-  }
-  SF_CHECK(p.row_ptr[rows] == p.nnz, "row_ptr[-1] must equal nnz = len(col_idx) = ", p.nnz, ", got ",
-           p.row_ptr[rows]);
-  for (int64_t r = 0; r < rows; ++r) {
-    int64_t prev = -1;
-    for (int64_t e = p.row_ptr[r]; e < p.row_ptr[r + 1]; ++e) {
-      const int64_t kb = p.col_idx[e];
-      SF_CHECK(kb >= 0 && kb < p.nk, "col_idx[", e, "] = ", kb, " is out of range: expected a key block index in [0, ",
-               p.nk, ") (nk = ceil(kv_len ", p.Lk, " / block_size ", p.bs, "))");
-      SF_CHECK(kb > prev, "col_idx must be strictly increasing within a row; row ", r, " has ", prev,
-               " followed by ", kb, " at entry ", e);
-      prev = kb;
-      const int64_t mid = p.mask_id[e];
-      SF_CHECK(mid >= -1 && mid < p.P, "mask_id[", e, "] = ", mid, " is out of range: expected -1 (full tile) or a ",
-               "mask index in [0, ", p.P, ")");
-    }
-  }
+  SF_CHECK(row_ptr.is_contiguous() && col_idx.is_contiguous() && mask_id.is_contiguous() && masks.is_contiguous(),
+           "layout tensors must be contiguous");
+  check_layout(p);
 
   p.log_weight = optional_f64_vector(log_weight, "log_weight", p.nnz, "[nnz]");
   p.slopes = optional_f64_vector(slopes, "slopes", p.H, "[num_heads]");
@@ -257,328 +143,7 @@ static Problem make_problem(const Tensor& q, const Tensor& k, const Tensor& v, c
     p.kpm = m.data_ptr<bool>();
   }
   SF_CHECK(q.is_contiguous() && k.is_contiguous() && v.is_contiguous(), "q, k and v must be contiguous");
-  SF_CHECK(row_ptr.is_contiguous() && col_idx.is_contiguous() && mask_id.is_contiguous() && masks.is_contiguous(),
-           "layout tensors must be contiguous");
-  // the GEMM interface takes int dimensions
-  SF_CHECK(p.D < (1 << 30) && p.Dv < (1 << 30), "head dims too large");
   return p;
-}
-
-template <typename T>
-SF_INLINE TileTerms<T> tile_terms(const Problem& p, int64_t e, int64_t b, int64_t h, int64_t i0, int64_t j0) {
-  TileTerms<T> tt;
-  const int64_t mid = p.mask_id[e];
-  if (mid >= 0) {
-    tt.mask = p.masks + mid * p.bs * p.bs;
-    tt.mask_ld = p.bs;
-  }
-  if (p.kpm != nullptr) tt.keep = p.kpm + b * p.Lk + j0;
-  if (p.log_weight != nullptr) {
-    tt.has_lw = true;
-    tt.log_weight = static_cast<T>(p.log_weight[e]);
-  }
-  if (p.slopes != nullptr && p.slopes[h] != 0.0) {
-    tt.slope = static_cast<T>(p.slopes[h]);
-    tt.dist0 = static_cast<T>(i0 + p.q_offset - j0);
-  }
-  return tt;
-}
-
-// Below this many flops per thread, more threads cost more (start-up, barriers) than they save.
-constexpr double kFlopsPerThread = 2e6;
-
-// Runs body(state, item) for item in [0, n) on up to all threads, handing items out dynamically
-// (uneven rows balance); state = init() once per thread holds its scratch buffers. flops: the
-// total work, which caps the number of threads for small problems.
-template <typename Init, typename Body>
-void for_each_item(int64_t n, double flops, Init&& init, Body&& body) {
-  if (n <= 0) return;
-  std::atomic<int64_t> next{0};
-  const int64_t by_work = static_cast<int64_t>(std::min(flops / kFlopsPerThread, 1e9));
-  const int64_t nthreads = std::max<int64_t>(1, std::min<int64_t>({at::get_num_threads(), n, by_work}));
-  at::parallel_for(0, nthreads, 1, [&](int64_t, int64_t) {
-    auto state = init();
-    for (;;) {
-      const int64_t item = next.fetch_add(1, std::memory_order_relaxed);
-      if (item >= n) break;
-      body(state, item);
-    }
-  });
-}
-
-// Forward flops over the visited tiles (both products), an upper bound for partial tiles.
-SF_INLINE double tile_flops(const Problem& p) {
-  return 2.0 * static_cast<double>(p.B) * static_cast<double>(p.H / p.Hl) * static_cast<double>(p.nnz) *
-         static_cast<double>(p.bs * p.bs) * static_cast<double>(p.D + p.Dv);
-}
-
-// Consecutive tiles are merged into one GEMM ("run") up to this many keys (forward, dQ pass) or
-// query rows (dK/dV pass): wider GEMMs run closer to peak. Never fewer than one tile.
-constexpr int64_t kRunTarget = 512;
-
-SF_INLINE int64_t run_cap(int64_t bs) { return std::max<int64_t>(1, kRunTarget / bs); }
-
-// ------------------------------------------------------------------------------------------------
-// Forward
-// ------------------------------------------------------------------------------------------------
-
-template <typename scalar_t>
-void forward_impl(const Problem& p, const scalar_t* q, const scalar_t* k, const scalar_t* v, scalar_t* out,
-                  typename AccOf<scalar_t>::type* lse) {
-  using acc_t = typename AccOf<scalar_t>::type;
-  constexpr bool reduced = is_reduced<scalar_t>();
-  const int D = static_cast<int>(p.D), Dv = static_cast<int>(p.Dv);
-  const int64_t cap = run_cap(p.bs);  // tiles per run
-  const int64_t W = cap * p.bs;       // widest run, in keys
-  const int64_t lds = W;
-  const acc_t scale = static_cast<acc_t>(p.scale);
-  const acc_t logit_cap = static_cast<acc_t>(p.softcap);
-  constexpr acc_t ninf = -std::numeric_limits<acc_t>::infinity();
-
-  struct State {
-    Buffer<acc_t> S, acc, rmax, rsum, qf, kf, vf;
-  };
-  auto init = [&]() {
-    return State{Buffer<acc_t>(p.bs * lds), Buffer<acc_t>(p.bs * Dv), Buffer<acc_t>(p.bs), Buffer<acc_t>(p.bs),
-                 Buffer<acc_t>(reduced ? p.bs * D : 1), Buffer<acc_t>(reduced ? W * D : 1),
-                 Buffer<acc_t>(reduced ? W * Dv : 1)};
-  };
-  auto body = [&](State& st, int64_t item) {
-    const int64_t qb = item % p.nq;
-    const int64_t bh = item / p.nq;
-    const int64_t h = bh % p.H, b = bh / p.H;
-    const int64_t kh = h / p.group;
-    const int64_t i0 = qb * p.bs;
-    const int m = static_cast<int>(std::min<int64_t>(p.bs, p.Lq - i0));
-    const int64_t row = (p.Hl == 1 ? 0 : h) * p.nq + qb;
-    const int64_t e0 = p.row_ptr[row], e1 = p.row_ptr[row + 1];
-
-    const scalar_t* kbase = k + (b * p.Hk + kh) * p.Lk * p.D;
-    const scalar_t* vbase = v + (b * p.Hk + kh) * p.Lk * p.Dv;
-    scalar_t* op = out + ((b * p.H + h) * p.Lq + i0) * p.Dv;
-    acc_t* lp = lse + (b * p.H + h) * p.Lq + i0;
-
-    acc_t* S = st.S.get();
-    acc_t* acc = st.acc.get();
-    acc_t* rmax = st.rmax.get();
-    acc_t* rsum = st.rsum.get();
-    for (int r = 0; r < m; ++r) {
-      rmax[r] = ninf;
-      rsum[r] = acc_t(0);
-    }
-    std::fill(acc, acc + static_cast<int64_t>(m) * Dv, acc_t(0));
-
-    const acc_t* qa =
-        e1 > e0 ? as_acc<scalar_t, acc_t>(q + ((b * p.H + h) * p.Lq + i0) * p.D, m, D, p.D, st.qf.get()) : nullptr;
-    for (int64_t e = e0; e < e1;) {
-      // a run: entries e .. f-1 whose key tiles are consecutive
-      int64_t f = e + 1;
-      while (f < e1 && f - e < cap && p.col_idx[f] == p.col_idx[f - 1] + 1) ++f;
-      const int64_t j0 = p.col_idx[e] * p.bs;
-      const int n = static_cast<int>(std::min<int64_t>((f - e) * p.bs, p.Lk - j0));
-      const acc_t* ka = as_acc<scalar_t, acc_t>(kbase + j0 * p.D, n, D, p.D, st.kf.get());
-      const acc_t* va = as_acc<scalar_t, acc_t>(vbase + j0 * p.Dv, n, Dv, p.Dv, st.vf.get());
-      // S = scale * Q K^T    [m x n]
-      gemm_rm(false, true, m, n, D, scale, qa, D, ka, D, acc_t(0), S, static_cast<int>(lds));
-      if (p.softcap > 0) softcap(S, lds, m, n, logit_cap, nullptr);
-      for (int64_t t = e; t < f; ++t) {
-        const int64_t c0 = (t - e) * p.bs;
-        const int nt = static_cast<int>(std::min<int64_t>(p.bs, n - c0));
-        bias_mask(S + c0, lds, m, nt, tile_terms<acc_t>(p, t, b, h, i0, j0 + c0));
-      }
-      softmax_update(S, lds, m, n, rmax, rsum, acc, Dv, Dv);
-      // acc += P V            [m x Dv]
-      gemm_rm(false, false, m, Dv, n, acc_t(1), S, static_cast<int>(lds), va, Dv, acc_t(1), acc, Dv);
-      e = f;
-    }
-    for (int r = 0; r < m; ++r) {
-      scalar_t* o = op + static_cast<int64_t>(r) * p.Dv;
-      const acc_t* a = acc + static_cast<int64_t>(r) * Dv;
-      if (rsum[r] > acc_t(0)) {
-        const acc_t inv = acc_t(1) / rsum[r];
-        for (int d = 0; d < Dv; ++d) o[d] = static_cast<scalar_t>(a[d] * inv);
-        lp[r] = rmax[r] + std::log(rsum[r]);
-      } else {
-        for (int d = 0; d < Dv; ++d) o[d] = static_cast<scalar_t>(0);
-        lp[r] = ninf;
-      }
-    }
-  };
-  for_each_item(p.B * p.H * p.nq, tile_flops(p), init, body);
-}
-
-// ------------------------------------------------------------------------------------------------
-// Backward
-// ------------------------------------------------------------------------------------------------
-
-template <typename scalar_t>
-void backward_impl(const Problem& p, const scalar_t* q, const scalar_t* k, const scalar_t* v, const scalar_t* dout,
-                   const typename AccOf<scalar_t>::type* lse, const typename AccOf<scalar_t>::type* delta,
-                   scalar_t* dq, scalar_t* dk, scalar_t* dv) {
-  using acc_t = typename AccOf<scalar_t>::type;
-  constexpr bool reduced = is_reduced<scalar_t>();
-  const int D = static_cast<int>(p.D), Dv = static_cast<int>(p.Dv);
-  const int64_t cap = run_cap(p.bs);
-  const int64_t W = cap * p.bs;
-  const int64_t lds = W;  // pass A: S is [bs x W]; pass B: S is [W x bs] (row stride bs)
-  const acc_t scale = static_cast<acc_t>(p.scale);
-  const bool capped = p.softcap > 0;
-  const acc_t logit_cap = static_cast<acc_t>(p.softcap);
-
-  struct State {
-    Buffer<acc_t> S, dP, dC, g1, g2, qf, of, kf, vf;  // dC: the soft-capping derivative of S's scores
-  };
-  auto init = [&]() {
-    return State{Buffer<acc_t>(p.bs * lds), Buffer<acc_t>(p.bs * lds), Buffer<acc_t>(capped ? p.bs * lds : 1),
-                 Buffer<acc_t>(p.bs * D), Buffer<acc_t>(p.bs * Dv), Buffer<acc_t>(reduced ? W * D : 1),
-                 Buffer<acc_t>(reduced ? W * Dv : 1), Buffer<acc_t>(reduced ? W * D : 1),
-                 Buffer<acc_t>(reduced ? W * Dv : 1)};
-  };
-
-  // Pass A: dQ, one item per (b, h, query block), runs of consecutive key tiles.
-  auto body_q = [&](State& st, int64_t item) {
-    const int64_t qb = item % p.nq;
-    const int64_t bh = item / p.nq;
-    const int64_t h = bh % p.H, b = bh / p.H;
-    const int64_t kh = h / p.group;
-    const int64_t i0 = qb * p.bs;
-    const int m = static_cast<int>(std::min<int64_t>(p.bs, p.Lq - i0));
-    const int64_t row = (p.Hl == 1 ? 0 : h) * p.nq + qb;
-    const int64_t e0 = p.row_ptr[row], e1 = p.row_ptr[row + 1];
-    const int64_t qoff = (b * p.H + h) * p.Lq + i0;
-    acc_t* gq = st.g1.get();
-    std::fill(gq, gq + static_cast<int64_t>(m) * D, acc_t(0));
-    if (e1 > e0) {
-      const acc_t* qa = as_acc<scalar_t, acc_t>(q + qoff * p.D, m, D, p.D, st.qf.get());
-      const acc_t* oa = as_acc<scalar_t, acc_t>(dout + qoff * p.Dv, m, Dv, p.Dv, st.of.get());
-      const scalar_t* kbase = k + (b * p.Hk + kh) * p.Lk * p.D;
-      const scalar_t* vbase = v + (b * p.Hk + kh) * p.Lk * p.Dv;
-      acc_t* S = st.S.get();
-      acc_t* dP = st.dP.get();
-      acc_t* dC = capped ? st.dC.get() : nullptr;
-      const int ld = static_cast<int>(lds);
-      for (int64_t e = e0; e < e1;) {
-        int64_t f = e + 1;
-        while (f < e1 && f - e < cap && p.col_idx[f] == p.col_idx[f - 1] + 1) ++f;
-        const int64_t j0 = p.col_idx[e] * p.bs;
-        const int n = static_cast<int>(std::min<int64_t>((f - e) * p.bs, p.Lk - j0));
-        const acc_t* ka = as_acc<scalar_t, acc_t>(kbase + j0 * p.D, n, D, p.D, st.kf.get());
-        const acc_t* va = as_acc<scalar_t, acc_t>(vbase + j0 * p.Dv, n, Dv, p.Dv, st.vf.get());
-        gemm_rm(false, true, m, n, D, scale, qa, D, ka, D, acc_t(0), S, ld);  // S = scale Q K^T
-        if (capped) softcap(S, lds, m, n, logit_cap, dC);
-        for (int64_t t = e; t < f; ++t) {
-          const int64_t c0 = (t - e) * p.bs;
-          const int nt = static_cast<int>(std::min<int64_t>(p.bs, n - c0));
-          bias_mask(S + c0, lds, m, nt, tile_terms<acc_t>(p, t, b, h, i0, j0 + c0));
-        }
-        probs(S, lds, m, n, lse + qoff);                                          // P
-        gemm_rm(false, true, m, n, Dv, acc_t(1), oa, Dv, va, Dv, acc_t(0), dP, ld);  // dP = dO V^T
-        ds(S, dP, lds, m, n, delta + qoff, dC);                                   // dS
-        gemm_rm(false, false, m, D, n, acc_t(1), dP, ld, ka, D, acc_t(1), gq, D);  // dQ += dS K
-        e = f;
-      }
-    }
-    scalar_t* o = dq + qoff * p.D;
-    const int64_t cnt = static_cast<int64_t>(m) * D;
-    for (int64_t t = 0; t < cnt; ++t) o[t] = static_cast<scalar_t>(gq[t] * scale);
-  };
-
-  // Transposed layout: for each (layout head, key block) the (query block, entry) pairs, by qb.
-  const int64_t ncols = p.Hl * p.nk;
-  std::vector<int64_t> cptr(ncols + 1, 0), cqb(p.nnz), ce(p.nnz);
-  for (int64_t hl = 0; hl < p.Hl; ++hl)
-    for (int64_t qb = 0; qb < p.nq; ++qb) {
-      const int64_t row = hl * p.nq + qb;
-      for (int64_t e = p.row_ptr[row]; e < p.row_ptr[row + 1]; ++e) cptr[hl * p.nk + p.col_idx[e] + 1]++;
-    }
-  for (int64_t c = 0; c < ncols; ++c) cptr[c + 1] += cptr[c];
-  {
-    std::vector<int64_t> fill(cptr.begin(), cptr.end() - 1);
-    for (int64_t hl = 0; hl < p.Hl; ++hl)
-      for (int64_t qb = 0; qb < p.nq; ++qb) {
-        const int64_t row = hl * p.nq + qb;
-        for (int64_t e = p.row_ptr[row]; e < p.row_ptr[row + 1]; ++e) {
-          const int64_t slot = fill[hl * p.nk + p.col_idx[e]]++;
-          cqb[slot] = qb;
-          ce[slot] = e;
-        }
-      }
-  }
-
-  // Pass B: dK, dV, one item per (b, kv head, key block), runs of consecutive query blocks.
-  auto body_kv = [&](State& st, int64_t item) {
-    const int64_t kb = item % p.nk;
-    const int64_t bk = item / p.nk;
-    const int64_t kh = bk % p.Hk, b = bk / p.Hk;
-    const int64_t j0 = kb * p.bs;
-    const int n = static_cast<int>(std::min<int64_t>(p.bs, p.Lk - j0));
-    const int64_t koff = (b * p.Hk + kh) * p.Lk + j0;
-    acc_t* gk = st.g1.get();
-    acc_t* gv = st.g2.get();
-    std::fill(gk, gk + static_cast<int64_t>(n) * D, acc_t(0));
-    std::fill(gv, gv + static_cast<int64_t>(n) * Dv, acc_t(0));
-    const acc_t* ka = nullptr;
-    const acc_t* va = nullptr;
-    acc_t* S = st.S.get();
-    acc_t* dP = st.dP.get();
-    acc_t* dC = capped ? st.dC.get() : nullptr;
-    const int ld = n;  // S is [rows x n] here
-    for (int64_t h = kh * p.group; h < (kh + 1) * p.group; ++h) {
-      const int64_t col = (p.Hl == 1 ? 0 : h) * p.nk + kb;
-      const int64_t t1 = cptr[col + 1];
-      for (int64_t t = cptr[col]; t < t1;) {
-        if (ka == nullptr) {
-          ka = as_acc<scalar_t, acc_t>(k + koff * p.D, n, D, p.D, st.kf.get());
-          va = as_acc<scalar_t, acc_t>(v + koff * p.Dv, n, Dv, p.Dv, st.vf.get());
-        }
-        int64_t u = t + 1;
-        while (u < t1 && u - t < cap && cqb[u] == cqb[u - 1] + 1) ++u;
-        const int64_t i0 = cqb[t] * p.bs;
-        const int mr = static_cast<int>(std::min<int64_t>((u - t) * p.bs, p.Lq - i0));
-        const int64_t qoff = (b * p.H + h) * p.Lq + i0;
-        const acc_t* qa = as_acc<scalar_t, acc_t>(q + qoff * p.D, mr, D, p.D, st.qf.get());
-        const acc_t* oa = as_acc<scalar_t, acc_t>(dout + qoff * p.Dv, mr, Dv, p.Dv, st.of.get());
-        gemm_rm(false, true, mr, n, D, scale, qa, D, ka, D, acc_t(0), S, ld);  // S = scale Q K^T  [mr x n]
-        if (capped) softcap(S, ld, mr, n, logit_cap, dC);
-        for (int64_t w = t; w < u; ++w) {
-          const int64_t r0 = (w - t) * p.bs;
-          const int mt = static_cast<int>(std::min<int64_t>(p.bs, mr - r0));
-          bias_mask(S + r0 * ld, ld, mt, n, tile_terms<acc_t>(p, ce[w], b, h, i0 + r0, j0));
-        }
-        probs(S, ld, mr, n, lse + qoff);
-        gemm_rm(true, false, n, Dv, mr, acc_t(1), S, ld, oa, Dv, acc_t(1), gv, Dv);    // dV += P^T dO
-        gemm_rm(false, true, mr, n, Dv, acc_t(1), oa, Dv, va, Dv, acc_t(0), dP, ld);  // dP = dO V^T
-        ds(S, dP, ld, mr, n, delta + qoff, dC);
-        gemm_rm(true, false, n, D, mr, acc_t(1), dP, ld, qa, D, acc_t(1), gk, D);  // dK += dS^T Q
-        t = u;
-      }
-    }
-    scalar_t* ok = dk + koff * p.D;
-    const int64_t ck = static_cast<int64_t>(n) * D;
-    for (int64_t t = 0; t < ck; ++t) ok[t] = static_cast<scalar_t>(gk[t] * scale);
-    scalar_t* ov = dv + koff * p.Dv;
-    const int64_t cv = static_cast<int64_t>(n) * Dv;
-    for (int64_t t = 0; t < cv; ++t) ov[t] = static_cast<scalar_t>(gv[t]);
-  };
-
-  for_each_item(p.B * p.H * p.nq, 1.5 * tile_flops(p), init, body_q);
-  for_each_item(p.B * p.Hk * p.nk, 2.0 * tile_flops(p), init, body_kv);
-}
-
-// delta[row] = sum_d dO[row, d] * O[row, d] - grad_lse[row]
-template <typename scalar_t>
-void delta_impl(int64_t rows, int64_t Dv, const scalar_t* dout, const scalar_t* out,
-                const typename AccOf<scalar_t>::type* glse, typename AccOf<scalar_t>::type* delta) {
-  using acc_t = typename AccOf<scalar_t>::type;
-  at::parallel_for(0, rows, 256, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const scalar_t* a = dout + r * Dv;
-      const scalar_t* o = out + r * Dv;
-      acc_t s = acc_t(0);
-      for (int64_t d = 0; d < Dv; ++d) s += static_cast<acc_t>(a[d]) * static_cast<acc_t>(o[d]);
-      delta[r] = s - (glse != nullptr ? glse[r] : acc_t(0));
-    }
-  });
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -599,7 +164,7 @@ std::vector<Tensor> forward(const Tensor& q_, const Tensor& k_, const Tensor& v_
   Tensor lse = at::empty({p.B, p.H, p.Lq}, q.options().dtype(acc_dtype(q.scalar_type())));
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, q.scalar_type(), "sparseformer_cpu_forward", [&] {
     using acc_t = typename AccOf<scalar_t>::type;
-    forward_impl<scalar_t>(p, q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
+    forward_impl<scalar_t>(AtenExec{}, p, q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
                            out.data_ptr<scalar_t>(), lse.data_ptr<acc_t>());
   });
   return {out, lse};
@@ -638,9 +203,9 @@ std::vector<Tensor> backward(const Tensor& grad_out_, const c10::optional<Tensor
   Tensor dq = at::empty_like(q), dk = at::empty_like(k), dv = at::empty_like(v);
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, st, "sparseformer_cpu_backward", [&] {
     using acc_t = typename AccOf<scalar_t>::type;
-    delta_impl<scalar_t>(p.B * p.H * p.Lq, p.Dv, dout.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+    delta_impl<scalar_t>(AtenExec{}, p.B * p.H * p.Lq, p.Dv, dout.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
                          glse.defined() ? glse.data_ptr<acc_t>() : nullptr, delta.data_ptr<acc_t>());
-    backward_impl<scalar_t>(p, q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
+    backward_impl<scalar_t>(AtenExec{}, p, q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
                             dout.data_ptr<scalar_t>(), lse.data_ptr<acc_t>(), delta.data_ptr<acc_t>(),
                             dq.data_ptr<scalar_t>(), dk.data_ptr<scalar_t>(), dv.data_ptr<scalar_t>());
   });

@@ -1,4 +1,4 @@
-"""Just-in-time build of the native CPU kernels (``attention.cpp``).
+"""Just-in-time build of the native CPU kernels (``attention.cpp``, the ATen front-end over ``core.h``).
 
 The extension is compiled once with ``torch.utils.cpp_extension.load`` into a cache folder and
 loaded from there afterwards; the folder is named after the Python and torch versions, and torch
@@ -36,7 +36,7 @@ log = logging.getLogger("sparseformer.kernels.cpu")
 
 _HERE = Path(__file__).parent
 _SOURCE = _HERE / "attention.cpp"
-_HEADERS = (_HERE / "tile_ops.h",)
+_HEADERS = (_HERE / "core.h", _HERE / "tile_ops.h")
 _NAME = "sparseformer_cpu"
 # -O3, OpenMP (at::parallel_for expands to `#pragma omp parallel` in the header), no -march: the
 # hot float loops carry their own target_clones on x86-64 (see attention.cpp).

@@ -1,4 +1,4 @@
-// Element-wise tile kernels, exp and GEMM of the native CPU backend (attention.cpp). No torch
+// Element-wise tile kernels, exp and GEMM of the native CPU kernel (core.h). No torch
 // dependency, so a stand-alone micro-benchmark can include it too. Include it in exactly one
 // translation unit per binary: it defines the target_clones functions.
 #pragma once
@@ -213,11 +213,12 @@ SF_INLINE void gemm_rm(bool ta, bool tb, int m, int n, int k, double alpha, cons
 // ------------------------------------------------------------------------------------------------
 // Vectorisation hints: OpenMP SIMD (portable, honoured by GCC, Clang and MSVC with -fopenmp or
 // -fopenmp-simd); they let the compiler vectorise the max / sum reductions over float rows that
-// strict IEEE semantics would otherwise keep scalar.
+// strict IEEE semantics would otherwise keep scalar. -fopenmp defines _OPENMP; -fopenmp-simd
+// defines nothing, so a build with it alone (the ONNX Runtime library) also defines SF_OPENMP_SIMD.
 // ------------------------------------------------------------------------------------------------
 
 #define SF_PRAGMA(x) _Pragma(#x)
-#if defined(_OPENMP)
+#if defined(_OPENMP) || defined(SF_OPENMP_SIMD)
 #define SF_SIMD SF_PRAGMA(omp simd)
 #define SF_SIMD_MAX(v) SF_PRAGMA(omp simd reduction(max : v))
 #define SF_SIMD_SUM(v) SF_PRAGMA(omp simd reduction(+ : v))
