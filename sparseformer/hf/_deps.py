@@ -5,16 +5,15 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-EXTRA_HINT = "pip install sparseformer[hf]"
 
-
-def require(module: str) -> ModuleType:
-    """Import ``module`` or raise an ImportError that names the extra to install."""
+def require(module: str, extra: str = "hf") -> ModuleType:
+    """Import ``module`` or raise an ImportError that names the extra to install (``hf``, ``train``)."""
     try:
         return importlib.import_module(module)
     except ImportError as e:
         raise ImportError(
-            f"sparseformer.hf needs the package {module.split('.')[0]!r} ({e}); install it with: {EXTRA_HINT}"
+            f"sparseformer.{extra} needs the package {module.split('.')[0]!r} ({e}); "
+            f"install it with: pip install sparseformer[{extra}]"
         ) from e
 
 

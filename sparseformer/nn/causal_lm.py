@@ -2,6 +2,9 @@
 
 Byte-level by default (vocabulary 256), rotary position embeddings (RoPE, Su et al. 2021), so
 no learned table limits the length, pre-norm blocks as in GPT-2/nanoGPT.
+
+``pattern=None`` gives the dense baseline: the same model with every causal pair attending,
+computed by ``F.scaled_dot_product_attention(is_causal=True)`` (what a dense model pays).
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ class CausalLMConfig:
     dropout: float = 0.0
     rope_base: float = 10000.0
     block_size: int = 64
-    pattern: Pattern = field(default_factory=lambda: SlidingWindow(256, right=0) | Global(tokens=4))
-    backend: str = "auto"
+    pattern: Pattern | None = field(default_factory=lambda: SlidingWindow(256, right=0) | Global(tokens=4))
+    backend: str = "auto"  # the sparse kernel; unused when pattern is None (dense SDPA)
 
 
 def rotate(x: torch.Tensor, pos: torch.Tensor, base: float) -> torch.Tensor:
@@ -55,16 +58,19 @@ class CausalSelfAttention(nn.Module):
         pos = torch.arange(length, device=x.device)
         q, k = rotate(q, pos, self.cfg.rope_base), rotate(k, pos, self.cfg.rope_base)
         p = self.cfg.dropout if self.training else 0.0
-        y = pattern_attention(
-            q,
-            k,
-            v,
-            self.cfg.pattern,
-            block_size=self.cfg.block_size,
-            causal=True,
-            dropout_p=p,
-            backend=self.cfg.backend,
-        )  # [B, H, L, d]
+        if self.cfg.pattern is None:  # the dense baseline
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)  # [B, H, L, d]
+        else:
+            y = pattern_attention(
+                q,
+                k,
+                v,
+                self.cfg.pattern,
+                block_size=self.cfg.block_size,
+                causal=True,
+                dropout_p=p,
+                backend=self.cfg.backend,
+            )  # [B, H, L, d]
         return self.proj(y.transpose(1, 2).reshape(b, length, e))
 
 
@@ -91,6 +97,8 @@ class SparseCausalLM(nn.Module):
     def __init__(self, cfg: CausalLMConfig | None = None, **overrides) -> None:
         super().__init__()
         cfg = cfg or CausalLMConfig(**overrides)
+        if cfg.pattern is not None and not isinstance(cfg.pattern, Pattern):
+            raise TypeError(f"pattern must be a sparseformer Pattern or None (dense), got {type(cfg.pattern).__name__}")
         if cfg.d_model % cfg.n_heads or (cfg.d_model // cfg.n_heads) % 2:
             raise ValueError(f"d_model ({cfg.d_model}) / n_heads ({cfg.n_heads}) must be an even integer")
         self.cfg = cfg

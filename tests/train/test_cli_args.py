@@ -1,0 +1,23 @@
+"""``--pattern`` takes a strategy name or a pattern's JSON spec; anything else is refused by name."""
+
+from __future__ import annotations
+
+import pytest
+
+from sparseformer import patterns as P
+from sparseformer.cli.train import parse_pattern
+from sparseformer.train import Geometry
+
+
+def test_pattern_by_name_or_json_spec():
+    g = Geometry(block_size=32, window_blocks=2)
+    assert parse_pattern("sliding", g) == P.SlidingWindow(2, right=0, unit="block")
+    assert parse_pattern("dense", g) is None
+    spec = '{"type": "SlidingWindow", "left": 100, "right": 0, "unit": "token"}'
+    assert parse_pattern(spec, g) == P.SlidingWindow(100, right=0)
+
+
+@pytest.mark.parametrize(("text", "message"), [("slidng", "--pattern must be one of"), ("{oops", "not valid JSON")])
+def test_bad_pattern_names_the_argument(text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_pattern(text, Geometry())
