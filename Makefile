@@ -1,27 +1,35 @@
 # The two commands of the README: `make demo` and `make test`. Both create .venv and install
 # what they need; torch==2.13.0 goes in first so pip takes the CPU build on this disk.
+# `make demo` installs only what `sparseformer bench` uses (the `bench` extra); `make test`
+# installs the `dev` extra, everything.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint clean
 
-$(STAMP): pyproject.toml
+$(VENV)/.torch:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev]"
-	touch $(STAMP)
+	touch $@
 
-demo: $(STAMP)
+$(VENV)/.bench: $(VENV)/.torch pyproject.toml
+	$(BIN)/pip install --quiet -e ".[bench]"
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.torch pyproject.toml
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: $(VENV)/.bench
 	$(BIN)/sparseformer bench
 
-lint: $(STAMP)
+lint: $(VENV)/.dev
 	$(BIN)/ruff check sparseformer tests benchmarks
 	$(BIN)/ruff format --check sparseformer tests benchmarks
 
-test: $(STAMP) lint
+test: $(VENV)/.dev lint
 	$(BIN)/pytest -q
 
 clean:

@@ -18,7 +18,7 @@ COLUMNS = (
     "attn GFLOP", "density", "block density",
 )  # fmt: skip
 SHORT = ("strategy", "bs", "ms", "±", "speed-up", "attn ms", "MiB", "GFLOP", "dens", "blk dens")
-RICH_MISSING = "tables in plain text: rich is not installed; pip install rich"
+RICH_MISSING = "tables in plain text: rich is not installed; pip install sparseformer[bench]"
 
 
 def _fmt_mem(v: float | None) -> str:

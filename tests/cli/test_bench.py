@@ -295,7 +295,7 @@ def test_a_missing_optional_dependency_is_named_in_the_output(tmp_path, capsys, 
     err = capsys.readouterr().err
     assert "plots skipped: matplotlib is not installed; pip install sparseformer[plot]" in err
     assert "progress bar skipped: tqdm is not installed; pip install sparseformer[progress]" in err
-    assert "tables in plain text: rich is not installed; pip install rich" in err
+    assert "tables in plain text: rich is not installed; pip install sparseformer[bench]" in err
     assert "pretrained-model quality skipped: transformers is not installed" in err and "sparseformer[hf]" in err
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".png")]
     assert "plots skipped: matplotlib is not installed" in (tmp_path / "report.md").read_text()

@@ -1,11 +1,17 @@
 // ATen front-end of the native CPU kernel (the kernel itself is core.h): checks the torch tensors,
 // fills a Problem, runs the core's forward / backward on at::parallel_for threads, and binds the
-// entry points for Python (pybind11, loaded by build.py). The contract and the design of the kernel
-// are described at the top of core.h.
+// entry points as operators of the namespace sparseformer_cpu (TORCH_LIBRARY, loaded by build.py as
+// torch.ops.sparseformer_cpu). The contract and the design of the kernel are described at the top of
+// core.h. Only the ATen headers used are included, not torch/extension.h: the build takes a third of
+// the time.
 
-#include <torch/extension.h>
-
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <torch/library.h>
+
 #include <c10/util/BFloat16.h>
 #include <c10/util/Exception.h>
 
@@ -223,11 +229,20 @@ std::string build_info() {
 
 }  // namespace sparseformer_cpu
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "sparseformer block-sparse attention CPU kernels";
-  m.def("forward", &sparseformer_cpu::forward, "block-sparse attention forward -> (out, lse)");
-  m.def("backward", &sparseformer_cpu::backward, "block-sparse attention backward -> (dq, dk, dv)");
-  m.def("blas_available", &sparseformer_cpu::blas_available, "whether a BLAS sgemm_/dgemm_ was found");
-  m.def("set_use_blas", &sparseformer_cpu::set_use_blas, "use BLAS (True) or the portable GEMM (False)");
-  m.def("build_info", &sparseformer_cpu::build_info, "how the kernels were built");
+// Schemas: Tensor? is c10::optional<Tensor>, float is double, float? is c10::optional<double>.
+TORCH_LIBRARY(sparseformer_cpu, m) {
+  m.def(
+      "forward(Tensor q, Tensor k, Tensor v, Tensor row_ptr, Tensor col_idx, Tensor mask_id, Tensor masks, "
+      "Tensor? log_weight, Tensor? slopes, Tensor? key_padding_mask, int block_size, int layout_heads, "
+      "int q_offset, float scale, float? softcap) -> Tensor[]",
+      &sparseformer_cpu::forward);
+  m.def(
+      "backward(Tensor grad_out, Tensor? grad_lse, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
+      "Tensor row_ptr, Tensor col_idx, Tensor mask_id, Tensor masks, Tensor? log_weight, Tensor? slopes, "
+      "Tensor? key_padding_mask, int block_size, int layout_heads, int q_offset, float scale, float? softcap) "
+      "-> Tensor[]",
+      &sparseformer_cpu::backward);
+  m.def("blas_available() -> bool", &sparseformer_cpu::blas_available);  // whether sgemm_/dgemm_ were found
+  m.def("set_use_blas(bool on) -> ()", &sparseformer_cpu::set_use_blas);  // BLAS or the portable GEMM
+  m.def("build_info() -> str", &sparseformer_cpu::build_info);             // how the kernels were built
 }

@@ -1,7 +1,8 @@
 """Just-in-time build of the native CPU kernels (``attention.cpp``, the ATen front-end over ``core.h``).
 
 The extension is compiled once with ``torch.utils.cpp_extension.load`` into a cache folder and
-loaded from there afterwards; the folder is named after the Python and torch versions, and torch
+loaded from there afterwards (a plain shared library that registers the operators
+``torch.ops.sparseformer_cpu.{forward, backward, blas_available, set_use_blas, build_info}``); the folder is named after the Python and torch versions, and torch
 rebuilds it whenever the source or the flags change. The folder is
 
 - ``$TORCH_EXTENSIONS_DIR/sparseformer_cpu_<tag>/`` when ``TORCH_EXTENSIONS_DIR`` is set,
@@ -26,7 +27,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from types import ModuleType
+from typing import Any
 
 import torch
 
@@ -48,7 +49,7 @@ _SANITIZE_ENV = "SPARSEFORMER_CPU_SANITIZE"
 _ASAN_FLAGS = ["-fsanitize=address", "-fno-omit-frame-pointer"]
 
 _lock = threading.Lock()
-_module: ModuleType | None = None
+_module: Any = None  # torch.ops.sparseformer_cpu once loaded
 _error: str | None = None
 _tried = False
 
@@ -112,26 +113,27 @@ def _source_hash() -> str:
     return h.hexdigest()[:16]
 
 
-def _build() -> ModuleType:
+def _build() -> Any:
     from torch.utils import cpp_extension
 
     folder = build_directory()
     folder.mkdir(parents=True, exist_ok=True)
     log.info(
-        "sparseformer: loading the native CPU kernels from %s (the first use compiles them, "
-        "which takes about a minute)",
+        "sparseformer: loading the native CPU kernels from %s (the first use compiles them, 13 s on a 2-core Zen 3)",
         folder,
     )
     t0 = time.perf_counter()
     asan = _ASAN_FLAGS if _sanitize() else []
-    module = cpp_extension.load(
+    cpp_extension.load(
         name=_NAME,
         sources=[str(_SOURCE)],
         extra_cflags=[*_CFLAGS, *asan, f"-DSF_SOURCE_HASH={_source_hash()}"],
         extra_ldflags=[*_LDFLAGS, *asan],
         build_directory=str(folder),
         verbose=False,
+        is_python_module=False,  # loaded into torch.ops by torch.ops.load_library
     )
+    module = torch.ops.sparseformer_cpu
     log.info(
         "sparseformer: native CPU kernels ready in %.1f s (%s)",
         time.perf_counter() - t0,
@@ -140,8 +142,9 @@ def _build() -> ModuleType:
     return module
 
 
-def load_extension() -> ModuleType:
-    """Builds (first time) and loads the extension; raises RuntimeError if that is impossible."""
+def load_extension() -> Any:
+    """Builds (first time) and loads the extension, returning ``torch.ops.sparseformer_cpu``;
+    raises RuntimeError if that is impossible."""
     global _module, _error, _tried
     if _module is not None:
         return _module
@@ -162,7 +165,7 @@ def load_extension() -> ModuleType:
     return _module
 
 
-def extension_or_none() -> ModuleType | None:
+def extension_or_none() -> Any:
     try:
         return load_extension()
     except RuntimeError:
