@@ -17,7 +17,7 @@ $(VENV)/.torch:
 # The native kernel's one-time build (13 s) runs while pip installs the rest.
 $(VENV)/.bench: $(VENV)/.torch pyproject.toml
 	$(BIN)/pip install --quiet numpy ninja
-	PYTHONPATH=. $(BIN)/python -m sparseformer.kernels.cpu.build & \
+	PYTHONPATH=. $(BIN)/python -m sparseformer.kernels.cpu & \
 	$(BIN)/pip install --quiet -e ".[bench]"; status=$$?; wait; exit $$status
 	touch $@
 

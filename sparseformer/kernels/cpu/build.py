@@ -175,8 +175,3 @@ def extension_or_none() -> Any:
 def unavailable_reason() -> str | None:
     """Why the extension is unavailable (after a load attempt), else None."""
     return _error
-
-
-if __name__ == "__main__":  # `python -m sparseformer.kernels.cpu.build`: build now (e.g. in an image), not at first use
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    print(f"{build_directory()}: {load_extension().build_info()}")

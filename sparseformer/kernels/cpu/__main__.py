@@ -1,0 +1,9 @@
+"""``python -m sparseformer.kernels.cpu``: build the native kernels now (in an image, during an
+install) rather than at their first use, and say where they are and how they were built."""
+
+import logging
+
+from .build import build_directory, load_extension
+
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+print(f"{build_directory()}: {load_extension().build_info()}")
