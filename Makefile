@@ -14,7 +14,8 @@ $(VENV)/.torch:
 	$(BIN)/pip install --quiet torch==2.13.0
 	touch $@
 
-# The native kernel's one-time build (13 s) runs while pip installs the rest.
+# The native kernel's one-time build (13 s) runs while pip installs the rest; if it fails, the
+# bench retries it at first use and says why it is unavailable.
 $(VENV)/.bench: $(VENV)/.torch pyproject.toml
 	$(BIN)/pip install --quiet numpy ninja
 	PYTHONPATH=. $(BIN)/python -m sparseformer.kernels.cpu & \

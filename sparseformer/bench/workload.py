@@ -89,11 +89,16 @@ def dense_model(w: Workload) -> nn.Sequential:
     return nn.Sequential(*[SDPAEncoderLayer(**_layer_args(w)) for _ in range(w.layers)]).eval()
 
 
-def sparse_model(w: Workload, dense: nn.Sequential, pattern: Pattern, block_size: int) -> nn.Sequential:
-    """The same weights as ``dense``, attention restricted to ``pattern``."""
+def sparse_model(w: Workload, dense: nn.Sequential, patterns: list[Pattern | None], block_size: int) -> nn.Sequential:
+    """The same weights as ``dense``, layer ``i``'s attention restricted to ``patterns[i]`` (None:
+    that layer stays a dense :class:`SDPAEncoderLayer`)."""
+    if len(patterns) != w.layers:
+        raise ValueError(f"patterns must give one pattern per layer ({w.layers}), got {len(patterns)}")
     layers = [
-        SparseTransformerEncoderLayer(**_layer_args(w), pattern=pattern, block_size=block_size, backend=w.backend)
-        for _ in range(w.layers)
+        SDPAEncoderLayer(**_layer_args(w))
+        if p is None
+        else SparseTransformerEncoderLayer(**_layer_args(w), pattern=p, block_size=block_size, backend=w.backend)
+        for p in patterns
     ]
     model = nn.Sequential(*layers).eval()
     model.load_state_dict(dense.state_dict())

@@ -24,7 +24,7 @@ from ..bench.quality import Quality
 from ..bench.recommend import DEFAULT_MIN_QUALITY, FLOOR_WHY, Constraints, recommend
 from ..bench.report import markdown_report, print_tables, ranked_length, recommendation_lines
 from ..bench.schema import SCHEMA_VERSION, validate
-from ..bench.strategies import BY_NAME, user_code
+from ..bench.strategies import BY_NAME, NATIVE, native_strategy, user_code
 from ..bench.sweep import SweepPlan, run_sweep
 from ..bench.workload import DTYPES, Workload
 
@@ -94,7 +94,11 @@ def add_parser(subparsers) -> None:
     w.add_argument("--layers", type=int, help="encoder layers (default 6; --quick 2)")
     w.add_argument("--batch", type=int, default=1)
     w.add_argument("--backend", default="auto", help="sparse attention backend (default auto)")
-    w.add_argument("--model", help="Hugging Face model path for the pretrained-quality check (default MiniLM)")
+    w.add_argument(
+        "--model",
+        help="Hugging Face model path for the pretrained-quality check (default MiniLM); a model pretrained with "
+        f"local attention (Gemma 3, ModernBERT, ...) adds the strategy {NATIVE!r}: its own attention, exactly",
+    )
     w.add_argument("--no-model-quality", action="store_true", help="skip the pretrained-model quality check")
     s = p.add_argument_group("sweep")
     s.add_argument("--strategies", help=f"comma-separated subset of {','.join(BY_NAME)}")
@@ -138,6 +142,23 @@ def _int_list(name: str, text) -> tuple[int, ...]:
         raise ValueError(f"{name} must be comma-separated integers, got {text!r}") from None
 
 
+def _native(model_path: str | None):
+    """``(strategy, why not)``: the attention ``--model`` was pretrained with, as a strategy, when
+    it attends locally (read from its config); else None and the reason."""
+    if model_path is None:
+        return None, "no --model given"
+    try:
+        from transformers import AutoConfig
+    except ImportError as e:
+        return None, f"transformers is not installed ({e}); pip install sparseformer[bench]"
+    try:
+        config = AutoConfig.from_pretrained(model_path)
+    except (OSError, ValueError) as e:
+        return None, f"could not read the config at {model_path!r}: {e}"
+    native = native_strategy(config.get_text_config())
+    return native, "" if native else f"{model_path!r} has no layer of local attention"
+
+
 def _settings(args: argparse.Namespace) -> tuple[Workload, SweepPlan, Constraints]:
     """Check the arguments and turn them into the workload, the sweep plan and the constraints."""
     if args.backend not in BACKENDS:
@@ -158,10 +179,15 @@ def _settings(args: argparse.Namespace) -> tuple[Workload, SweepPlan, Constraint
         _positive(f"--{name.replace('_', '-')}", getattr(args, name, None), float)
     if args.min_quality is not None and not -1 <= args.min_quality <= 1:
         raise ValueError(f"--min-quality must lie in [-1, 1] (a cosine), got {args.min_quality}")
-    names = list(BY_NAME) if not args.strategies else [x.strip() for x in args.strategies.split(",") if x.strip()]
-    unknown = [n for n in names if n not in BY_NAME]
+    known = dict(BY_NAME)
+    native, why_not = _native(args.model)
+    if native is not None:
+        known[NATIVE] = native
+    names = list(known) if not args.strategies else [x.strip() for x in args.strategies.split(",") if x.strip()]
+    unknown = [n for n in names if n not in known]
     if unknown or not names:
-        raise ValueError(f"--strategies must name some of {list(BY_NAME)}, got {args.strategies!r}")
+        why = f" ({NATIVE!r} needs a --model pretrained with local attention: {why_not})" if NATIVE in unknown else ""
+        raise ValueError(f"--strategies must name some of {list(known)}{why}, got {args.strategies!r}")
     block_sizes = _int_list("--block-sizes", _pick(args, "block_sizes"))
     for bs in block_sizes:
         if bs < 16 or bs > 512 or bs & (bs - 1):
@@ -184,7 +210,7 @@ def _settings(args: argparse.Namespace) -> tuple[Workload, SweepPlan, Constraint
         min_len=min_len,
         max_len=max_len,
         block_sizes=block_sizes,
-        strategies=tuple(BY_NAME[n] for n in names),
+        strategies=tuple(known[n] for n in names),
         repeats=_positive("--repeats", _pick(args, "repeats")),
         min_time_s=_nonnegative("--min-time", _pick(args, "min_time")),
         time_budget_s=_positive("--time-budget", _pick(args, "time_budget"), float),

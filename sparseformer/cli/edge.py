@@ -43,7 +43,15 @@ def _load(model, checkpoint: str | None) -> None:
         from safetensors.torch import load_file
     except ImportError as e:
         raise ImportError(f"safetensors is needed to load --checkpoint (pip install 'sparseformer[hf]'): {e}") from e
-    model.load_state_dict(load_file(checkpoint), strict=False)
+    tensors = load_file(checkpoint)
+    if any(k.startswith("optimizer.") for k in tensors):  # a `sparseformer train` checkpoint: its model part
+        tensors = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"--checkpoint {checkpoint!r} does not fit the model built from these options: missing "
+            f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]} (check --layers, --d-model, --heads)"
+        )
 
 
 def add_parser_export(subparsers) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from .. import patterns as P
 from ..draw import ascii_picture, save_png
 
-# name -> (builder taking the block size, the Python line that builds it)
+# name -> (builder of the pattern, the Python line that builds it)
 NAMED: dict[str, tuple[Callable[[], P.Pattern], str]] = {
     "dense": (lambda: P.Dense(), "P.Dense()"),
     "block-local": (lambda: P.BlockLocal(), "P.BlockLocal()"),

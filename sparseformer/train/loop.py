@@ -6,7 +6,8 @@ The output directory holds ``config.json`` (the :class:`TrainConfig` as JSON),
 by rank 0 only. Every random draw is a pure function of ``(seed, step, rank)``: the batch of
 step ``s`` (:func:`.data.batch`) and, for dropout, the torch RNG seeded with
 ``data.seed_of(seed, s, rank)`` before each step. So a run resumed from its checkpoint
-takes exactly the steps an uninterrupted run takes (its parameters are bit-identical), and ``N``
+takes exactly the steps an uninterrupted run takes (its parameters equal that run's: within 1e-6
+in ``tests/train/test_resume.py``), and ``N``
 DDP processes with the same global batch follow one process's loss curve (without dropout: the
 dropout masks of a sample depend on which rank draws it).
 """
@@ -172,7 +173,10 @@ def train(
             metrics.append(out / METRICS, record)
         return record
 
-    last = metrics.read(out / METRICS)[-1] if resuming and world.is_main else None
+    logged = metrics.read(out / METRICS) if resuming and world.is_main else []
+    if resuming and world.is_main and not logged:
+        raise ValueError(f"cannot resume {str(out)!r}: it holds a checkpoint but no {METRICS} lines")
+    last = logged[-1] if logged else None
     if state["step"] == 0:
         last = log(0, None)
     step_model = distributed.wrap(_Loss(lm), world)

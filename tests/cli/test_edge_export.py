@@ -55,3 +55,25 @@ def test_export_onnx_custom_op(tmp_path, capsys):
     args = ap.parse_args(["export", "--custom-op", "--format", "executorch", "--out", str(tmp_path), *small])
     assert args.func(args) == 2
     assert "--custom-op is for --format onnx" in capsys.readouterr().err
+
+
+def test_checkpoint_of_sparseformer_train_loads_and_a_misfit_is_named(tmp_path):
+    pytest.importorskip("safetensors")
+    import torch
+
+    import sparseformer as sf
+    from sparseformer.cli.edge import _load
+    from sparseformer.train import checkpoint
+
+    trained = sf.nn.SparseCausalLM(d_model=32, n_layers=1, n_heads=2, block_size=16)
+    opt = torch.optim.AdamW(trained.parameters())
+    trained(torch.randint(0, 256, (1, 32))).sum().backward()
+    opt.step()
+    path = tmp_path / "checkpoint.safetensors"
+    checkpoint.save(path, trained, opt, {"step": 1})
+    fresh = sf.nn.SparseCausalLM(d_model=32, n_layers=1, n_heads=2, block_size=16)
+    _load(fresh, str(path))
+    for (name, a), b in zip(trained.state_dict().items(), fresh.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="does not fit the model built from these options"):
+        _load(sf.nn.SparseCausalLM(d_model=32, n_layers=2, n_heads=2, block_size=16), str(path))

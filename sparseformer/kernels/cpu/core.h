@@ -120,8 +120,8 @@ struct Problem {
 };
 
 // ------------------------------------------------------------------------------------------------
-// Checks: a failed one throws ProblemError (a std::invalid_argument: pybind11 turns it into a
-// Python ValueError; the ONNX Runtime front-end into an ORT_INVALID_ARGUMENT status).
+// Checks: a failed one throws ProblemError (a std::invalid_argument: a Python ValueError through
+// torch.ops; the ONNX Runtime front-end turns it into an ORT_INVALID_ARGUMENT status).
 // ------------------------------------------------------------------------------------------------
 
 struct ProblemError : std::invalid_argument {
