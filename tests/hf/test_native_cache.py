@@ -60,3 +60,27 @@ def test_decode_visits_only_the_window_tiles(monkeypatch):
     assert len(decode) == 2 * (10 * WINDOW - 1)  # 2 layers, every step after the prefill
     assert max(layout.kv_len for layout in decode) == got.sequences.shape[1] - 1  # 6 tiles of keys
     assert all(layout.q_offset == layout.kv_len - 1 and layout.nnz <= 2 for layout in decode)
+
+
+@pytest.mark.parametrize("family", ["gemma3", "gpt_oss"])
+def test_decode_steps_that_see_every_key_take_sdpa(monkeypatch, family):
+    """Unpadded Gemma 3 (layers sliding, full, sliding; the model's own cache keeps the window):
+    every decode step attends every key it is given, so no layer builds a layout for one query,
+    and the tokens equal the stock model's. GPT-OSS's sinks are not SDPA's: its decode steps keep
+    the kernel."""
+    stock, ours = pair(family, "eager" if family == "gpt_oss" else "sdpa")
+    seen = []
+    real = hf_attention.sparse_attention
+
+    def spy(q, k, v, layout, **kwargs):
+        seen.append(layout)
+        return real(q, k, v, layout, **kwargs)
+
+    monkeypatch.setattr(hf_attention, "sparse_attention", spy)
+    ids = torch.randint(3, 100, (2, WINDOW + 3), generator=torch.Generator().manual_seed(1))
+    kwargs = dict(attention_mask=torch.ones_like(ids), max_new_tokens=3 * WINDOW, do_sample=False, pad_token_id=0)
+    with torch.no_grad():
+        got, want = ours.generate(ids, **kwargs), stock.generate(ids, **kwargs)
+    assert torch.equal(got, want)
+    decode = [layout for layout in seen if layout.q_len == 1]
+    assert len(decode) == (0 if family == "gemma3" else 3 * (3 * WINDOW - 1))
