@@ -50,7 +50,7 @@ from pathlib import Path
 
 import torch
 
-from .files import write_atomic, write_text
+from ..files import write_atomic, write_text
 from .info import machine_info
 from .measure import peak_memory
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import os
 
+from ..files import write_atomic
 from ..patterns.base import Pattern
-from .files import write_atomic
 from .quality import Quality
 from .strategies import DENSE
 

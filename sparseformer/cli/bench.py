@@ -17,7 +17,6 @@ import time
 import torch
 
 from ..attention import BACKENDS
-from ..bench.files import write_text
 from ..bench.measure import memory_method
 from ..bench.model_quality import model_quality
 from ..bench.quality import Quality
@@ -27,6 +26,7 @@ from ..bench.schema import SCHEMA_VERSION, validate
 from ..bench.strategies import BY_NAME, NATIVE, native_strategy, user_code
 from ..bench.sweep import SweepPlan, run_sweep
 from ..bench.workload import DTYPES, Workload
+from ..files import write_text
 
 # Defaults: (full run, --quick). The full run is MiniLM's shape and fits in about 3 minutes on 2 cores.
 DEFAULTS = {

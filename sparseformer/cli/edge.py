@@ -61,7 +61,21 @@ def add_parser_export(subparsers) -> None:
         description="Each file is valid for the sequence length it was exported at (the block layout is baked in), "
         "or, with --dynamic (ONNX, band-form patterns), for every length up to --max-length.",
     )
-    p.add_argument("--model", choices=("encoder", "lm"), default="encoder")
+    p.add_argument(
+        "--model",
+        default="encoder",
+        help="'encoder' or 'lm' (sparseformer's own models, built from the options below), or a transformers model "
+        "directory (save_pretrained): a model pretrained with local attention runs its own attention, any other "
+        "runs --pattern (default: its own, dense)",
+    )
+    p.add_argument(
+        "--distilled",
+        metavar="DIR",
+        help="a directory written by `sparseformer distill` (its pattern; learned positions extended to the "
+        "longest --lengths)",
+    )
+    p.add_argument("--pattern", help="with a transformers --model: the pattern preset to sparsify it with")
+    p.add_argument("--stock", action="store_true", help="with a transformers --model: export it as it is (baseline)")
     p.add_argument("--format", choices=("onnx", "executorch"), default="onnx")
     p.add_argument("--int8", action="store_true", help="dynamic int8 quantization of the linear layers")
     p.add_argument("--lengths", type=int, nargs="+", default=[1024], help="sequence lengths (one file each)")
@@ -92,9 +106,58 @@ def add_parser_export(subparsers) -> None:
     p.set_defaults(func=run_export)
 
 
-def run_export(args: argparse.Namespace) -> int:
+def _own_inputs(args, model, length: int) -> tuple:
     import torch
 
+    if args.model == "encoder":
+        return (torch.randn(args.batch, length, args.d_model),)
+    return (torch.randint(0, model.cfg.vocab_size, (args.batch, length)),)
+
+
+def _transformers_model(args):
+    """``(model, file name stem, inputs_of(length))`` for ``--model DIR`` / ``--distilled DIR``:
+    the model sparsified as the options say; inputs ``(input_ids, attention_mask)`` of random
+    tokens, no padding (the exported file reads the mask at run time)."""
+    import torch
+
+    import sparseformer.hf as sfh
+    from sparseformer.hf._deps import require
+    from sparseformer.hf.quality import preset
+
+    if args.checkpoint is not None:
+        raise ValueError("--checkpoint is for --model encoder / lm; a transformers model directory holds its weights")
+    if args.distilled is not None:
+        if args.model not in ("encoder", "lm") or args.pattern or args.stock:
+            raise ValueError("--distilled DIR carries its model and pattern: give no --model DIR, --pattern or --stock")
+        model = sfh.load_distilled(args.distilled)
+        longest = max(args.lengths)
+        if longest > getattr(model.config, "max_position_embeddings", longest):
+            sfh.extend_positions(model, longest)
+        name = Path(args.distilled).name
+    else:
+        if not (Path(args.model) / "config.json").is_file():
+            raise ValueError(f"--model must be 'encoder', 'lm' or a transformers model directory, got {args.model!r}")
+        transformers = require("transformers")
+        config = transformers.AutoConfig.from_pretrained(args.model)
+        causal = any(a.endswith("ForCausalLM") for a in getattr(config, "architectures", None) or ())
+        auto = transformers.AutoModelForCausalLM if causal else transformers.AutoModel
+        model = auto.from_pretrained(args.model).eval()
+        if args.stock and args.pattern:
+            raise ValueError("--stock exports the model as it is: give no --pattern")
+        if not args.stock:
+            pattern = None if args.pattern is None else preset(args.pattern)
+            sfh.sparsify(model, pattern, block_size=args.block_size)
+        name = Path(args.model).resolve().name + ("_stock" if args.stock else "")
+    vocab = model.config.get_text_config().vocab_size
+
+    def inputs_of(length: int) -> tuple:
+        ids = torch.randint(0, vocab, (args.batch, length))
+        return ids, torch.ones_like(ids)
+
+    return model, name, inputs_of
+
+
+def run_export(args: argparse.Namespace) -> int:
     from sparseformer import export
     from sparseformer.export import quantize
 
@@ -106,18 +169,21 @@ def run_export(args: argparse.Namespace) -> int:
         if given and args.format != "onnx":
             print(f"error: {flag} is for --format onnx", file=sys.stderr)
             return 2
-    model = _encoder(args) if args.model == "encoder" else _causal_lm(args)
-    _load(model, args.checkpoint)
+    if args.distilled is not None or args.model not in ("encoder", "lm"):
+        model, name, inputs_of = _transformers_model(args)
+    else:
+        if args.pattern or args.stock:
+            raise ValueError(f"--pattern and --stock are for a transformers --model DIR, not --model {args.model}")
+        model = _encoder(args) if args.model == "encoder" else _causal_lm(args)
+        _load(model, args.checkpoint)
+        name, inputs_of = args.model, lambda length: _own_inputs(args, model, length)
     ext = "onnx" if args.format == "onnx" else "pte"
     options = {"dynamic_length": True, "max_length": args.max_length} if args.dynamic else {}
     if args.custom_op:
         options["custom_op"] = True
     for length in args.lengths[:1] if args.dynamic else args.lengths:
-        if args.model == "encoder":
-            inputs = (torch.randn(args.batch, length, args.d_model),)
-        else:
-            inputs = (torch.randint(0, model.cfg.vocab_size, (args.batch, length)),)
-        stem = f"{args.model}_dynamic" if args.dynamic else f"{args.model}_L{length}"
+        inputs = inputs_of(length)
+        stem = f"{name}_dynamic" if args.dynamic else f"{name}_L{length}"
         path = out / f"{stem}{'_int8' if args.int8 else ''}.{ext}"
         t0 = time.perf_counter()
         if args.format == "onnx":

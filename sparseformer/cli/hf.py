@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 
 import torch
 
@@ -141,7 +142,8 @@ def run_quality(args) -> int:
     text += f"\n_{torch.get_num_threads()} torch threads, {time.monotonic() - started:.0f} s._\n"
     print(text)
     if args.out:
-        from ..hf.checkpoint import write_text
+        from ..files import write_text
 
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         write_text(args.out, text)
     return 0

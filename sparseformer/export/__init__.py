@@ -1,8 +1,11 @@
 """Export sparse models for edge runtimes: ONNX Runtime and ExecuTorch, fp32 and int8.
 
-The sparse attention is exported through the portable ``gather`` backend. Each export is valid
-for the sequence length it was traced with (the block layout is a constant of the graph); the
-runners refuse other lengths with a ValueError. The runtimes (onnx, onnxscript, onnxruntime,
+The sparse attention is exported through the portable ``gather`` backend, or with
+``to_onnx(..., custom_op=True)`` as the native kernel (an ONNX Runtime custom op). Each export is
+valid for the sequence length it was traced with (the block layout is a constant of the graph),
+or for a range of lengths (``dynamic_length=True``, band-form patterns); the runners refuse other
+lengths with a ValueError. Transformers models are exported with the tokenizer's inputs
+(:mod:`.hf`). The runtimes (onnx, onnxscript, onnxruntime,
 executorch, torchao: the ``edge`` extra) are imported only when used.
 """
 

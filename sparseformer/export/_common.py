@@ -54,12 +54,25 @@ def check_model(model: object) -> nn.Module:
     return model
 
 
+def prepare(model: object, example_inputs: object) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """The module to export and its positional inputs: a transformers model becomes a
+    :class:`~.hf.TokenModel` over ``(input_ids, attention_mask)`` (:func:`~.hf.token_inputs`);
+    any other module is exported as it is, with :func:`check_inputs`."""
+    from .hf import TokenModel, is_hf_model, token_inputs
+
+    model = check_model(model)
+    if is_hf_model(model):
+        return TokenModel(model), token_inputs(example_inputs)
+    return model, check_inputs(example_inputs)
+
+
 def seq_dim_of(model: nn.Module) -> int:
     """The sequence dimension of the model's first input: 1 for the causal LM (``idx [B, L]``)
     and for ``batch_first`` attention modules, 0 for sequence-first ones (``[L, B, E]``)."""
     from ..nn import SparseCausalLM
+    from .hf import TokenModel
 
-    if isinstance(model, SparseCausalLM):
+    if isinstance(model, (SparseCausalLM, TokenModel)):
         return 1
     for m in model.modules():
         if hasattr(m, "batch_first"):
@@ -99,10 +112,11 @@ def dynamic_min_length(model: nn.Module) -> int:
 def attention_backend(model: nn.Module, backend: str) -> Iterator[nn.Module]:
     """Run ``model``'s sparse attention on ``backend`` for the duration.
 
-    Sets ``backend`` on modules that carry one (``SparseMultiheadAttention``) and on the config of
-    modules that carry it there (the causal LM's attention), then restores them.
+    Sets ``backend`` on modules that carry one (``SparseMultiheadAttention``), on the config of
+    modules that carry it there (the causal LM's attention) and in the ``sparseformer`` entry of
+    transformers configs (:func:`sparseformer.hf.config_entry`), then restores them.
     """
-    saved: list[tuple[nn.Module, str, object]] = []
+    saved: list[tuple[object, str, object]] = []
     try:
         for m in model.modules():
             if isinstance(getattr(m, "backend", None), str):
@@ -112,6 +126,11 @@ def attention_backend(model: nn.Module, backend: str) -> Iterator[nn.Module]:
             if dataclasses.is_dataclass(cfg) and isinstance(getattr(cfg, "backend", None), str):
                 saved.append((m, "cfg", cfg))
                 m.cfg = dataclasses.replace(cfg, backend=backend)
+            config = getattr(m, "config", None)
+            entry = getattr(config, "sparseformer", None)
+            if isinstance(entry, dict) and not any(c is config for c, _, _ in saved):
+                saved.append((config, "sparseformer", entry))
+                config.sparseformer = {**entry, "backend": backend}
         yield model
     finally:
         for m, name, value in reversed(saved):
@@ -139,13 +158,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     If ``write`` raises, the temporary file is removed and ``path`` is untouched: an interrupted
     export leaves no file.
     """
+    from ..files import write_atomic
+
     path = check_path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, lambda tmp: write(Path(tmp)))
     return path
 
 

@@ -18,11 +18,11 @@ from torch import nn
 from ._common import (
     atomic_write,
     check_inputs,
-    check_model,
     check_path,
     check_shapes,
     missing_extra,
     portable_backend,
+    prepare,
     seq_dim_of,
 )
 
@@ -129,8 +129,7 @@ def to_executorch(
     Arguments as :func:`sparseformer.export.to_onnx`; ``exported`` lets a caller pass an already
     exported (e.g. quantized) program of ``model`` for these inputs. Returns the path.
     """
-    model = check_model(model)
-    inputs = check_inputs(example_inputs)
+    model, inputs = prepare(model, example_inputs)
     check_path(path)
     seq_dim = seq_dim_of(model) if seq_dim is None else seq_dim
     if not 0 <= seq_dim < inputs[0].dim():

@@ -16,6 +16,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -23,21 +24,29 @@ from ._common import (
     LENGTH_REASON,
     atomic_write,
     attention_backend,
-    check_inputs,
-    check_model,
     check_path,
     check_shapes,
     dynamic_min_length,
     missing_extra,
     portable_backend,
+    prepare,
     seq_dim_of,
 )
+from .hf import INPUT_NAMES, TokenModel
 
 META_SHAPES = "sparseformer.input_shapes"
 META_SEQ_DIM = "sparseformer.seq_dim"
 META_SEQ_LEN = "sparseformer.seq_len"
 META_REASON = "sparseformer.length_reason"
 META_SEQ_RANGE = "sparseformer.seq_range"
+#: ONNX Runtime's input type names -> the numpy dtype the runner checks (others are not checked).
+_NUMPY_TYPES = {
+    "tensor(float)": np.dtype(np.float32),
+    "tensor(double)": np.dtype(np.float64),
+    "tensor(int64)": np.dtype(np.int64),
+    "tensor(int32)": np.dtype(np.int32),
+    "tensor(bool)": np.dtype(np.bool_),
+}
 
 
 def to_onnx(
@@ -56,8 +65,12 @@ def to_onnx(
 
     Args:
         model: any ``nn.Module``: ``SparseTransformerEncoderLayer`` stacks, ``SparseMultiheadAttention``,
-            ``SparseCausalLM``, or a dense baseline.
-        example_inputs: a tensor or tuple of tensors, passed positionally.
+            ``SparseCausalLM``, a dense baseline, or a transformers ``PreTrainedModel`` (stock,
+            :func:`sparseformer.hf.sparsify`-ed, or :func:`sparseformer.hf.load_distilled`-ed; see
+            :mod:`sparseformer.export.hf`: inputs ``input_ids`` and ``attention_mask``, output
+            ``logits`` or ``last_hidden_state``; per length only).
+        example_inputs: a tensor or tuple of tensors, passed positionally; for a transformers
+            model the tokenizer's output or ``(input_ids, attention_mask)``.
         path: the ``.onnx`` file, written to a temporary name and renamed.
         seq_dim: the sequence dimension of the first input (default: 1 for the causal LM and
             ``batch_first`` modules, 0 for sequence-first ones).
@@ -76,8 +89,7 @@ def to_onnx(
 
     Returns the path.
     """
-    model = check_model(model)
-    inputs = check_inputs(example_inputs)
+    model, inputs = prepare(model, example_inputs)
     check_path(path)
     seq_dim = seq_dim_of(model) if seq_dim is None else seq_dim
     if not 0 <= seq_dim < inputs[0].dim():
@@ -94,6 +106,12 @@ def to_onnx(
     length = int(inputs[0].shape[seq_dim])
     shapes: list[list[int | None]] = [list(t.shape) for t in inputs]
     dynamic_shapes, seq_range = None, None
+    is_token = isinstance(model, TokenModel)
+    if dynamic_length and is_token:
+        raise ValueError(
+            "dynamic_length=True is not supported for transformers models yet (their attention compiles a layout "
+            "per length): export once per length (dynamic_length=False)"
+        )
     if dynamic_length:
         seq_range = (dynamic_min_length(model), max_length)
         dynamic_shapes, shapes = _dynamic_shapes(inputs, seq_dim, seq_range)
@@ -106,6 +124,7 @@ def to_onnx(
     try:
         with backend, torch.no_grad():
             model(*inputs)  # compiles and caches the layouts, so the trace sees them as constants
+            names = dict(input_names=list(INPUT_NAMES), output_names=[model.output_name]) if is_token else {}
             program = torch.onnx.export(
                 model,
                 inputs,
@@ -114,6 +133,7 @@ def to_onnx(
                 verbose=False,
                 dynamic_shapes=dynamic_shapes,
                 custom_translation_table=table,
+                **names,
             )
     finally:
         model.train(training)
@@ -285,11 +305,27 @@ class OnnxRunner:
         self.seq_dim = int(meta.get(META_SEQ_DIM, 1))
         self.seq_len = int(meta[META_SEQ_LEN]) if META_SEQ_LEN in meta else None
         self.input_names = [i.name for i in self.session.get_inputs()]
+        self.input_types = [_NUMPY_TYPES.get(i.type) for i in self.session.get_inputs()]
 
-    def __call__(self, *inputs):
+    def __call__(self, *inputs, **named):
+        if named:  # e.g. runner(**tokenizer(texts, return_tensors="pt", padding=True))
+            if inputs or set(named) != set(self.input_names):
+                raise ValueError(
+                    f"pass the inputs either positionally or all by name {self.input_names}, got "
+                    f"{len(inputs)} positional and names {sorted(named)}"
+                )
+            inputs = tuple(named[name] for name in self.input_names)
         arrays = tuple(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x for x in inputs)
         if self.input_shapes is not None:
             check_shapes(self.input_shapes, arrays, self.seq_dim, self.seq_range)
+        for name, want, x in zip(self.input_names, self.input_types, arrays):
+            got = getattr(x, "dtype", type(x).__name__)
+            if want is not None and got != want:
+                raise TypeError(f"input {name!r} must be {want} (as exported), got {got}")
+        if "attention_mask" in self.input_names:  # a transformers export: 1 = real token, 0 = padding
+            mask = arrays[self.input_names.index("attention_mask")]
+            if not ((mask == 0) | (mask == 1)).all():
+                raise ValueError("attention_mask must hold 0 (padding) and 1 (real token) only")
         outs = self.session.run(None, dict(zip(self.input_names, arrays)))
         outs = tuple(torch.from_numpy(o) for o in outs)
         return outs[0] if len(outs) == 1 else outs

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._common import atomic_write, check_inputs, check_model, check_path, missing_extra, portable_backend
+from ._common import atomic_write, check_model, check_path, missing_extra, portable_backend, prepare
 from .executorch import fold_constants, to_executorch
 
 
@@ -65,8 +65,7 @@ def to_executorch_int8(
 ) -> Path:
     """Export ``model`` to a ``.pte`` with its linear layers dynamically quantized to int8
     (XNNPACK's symmetric per-channel dynamic config via PT2E). Returns the path."""
-    model = check_model(model)
-    inputs = check_inputs(example_inputs)
+    model, inputs = prepare(model, example_inputs)
     try:
         import executorch.kernels.quantized  # noqa: F401  (registers out variants of leftover q/dq ops)
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (

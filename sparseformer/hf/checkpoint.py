@@ -1,42 +1,13 @@
-"""Atomic checkpoint files: every file is written to a temporary name, then renamed."""
+"""Checkpoint tensors: safetensors files written atomically (:func:`sparseformer.files.write_atomic`),
+and an optimizer's state as flat tensors."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
-
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_json(path: Path, obj) -> None:
-    def w(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-
-    _atomic(Path(path), w)
-
-
-def write_text(path: Path, text: str) -> None:
-    def w(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-
-    _atomic(Path(path), w)
+from ..files import write_atomic
 
 
 def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
@@ -45,7 +16,8 @@ def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
 
     st = require("safetensors.torch")
     flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    _atomic(Path(path), lambda tmp: st.save_file(flat, tmp, metadata={"format": "pt"}))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, lambda tmp: st.save_file(flat, tmp, metadata={"format": "pt"}))
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:

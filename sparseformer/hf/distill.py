@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..files import write_json, write_text
 from . import checkpoint as ck
 from . import data
 from ._deps import progress, require
@@ -204,7 +205,8 @@ def save(student, tok, opt, state: dict, out: Path) -> None:
     """Write the checkpoint (module doc), ``state.json`` last."""
     import tempfile
 
-    ck.write_text(out / "config.json", student.config.to_json_string())
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "config.json", student.config.to_json_string())
     ck.write_tensors(out / "model.safetensors", student.state_dict())
     flat, groups = ck.optimizer_tensors(opt)
     ck.write_tensors(out / "optimizer.safetensors", flat)
@@ -212,7 +214,7 @@ def save(student, tok, opt, state: dict, out: Path) -> None:
         for name in tok.save_pretrained(tmp):
             if Path(name).exists():
                 os.replace(name, out / Path(name).name)
-    ck.write_json(
+    write_json(
         out / "state.json",
         {**state, "optimizer_groups": groups, "pattern_spec": to_spec(preset(state["config"]["pattern"]))},
     )

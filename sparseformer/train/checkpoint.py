@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..bench.files import write_atomic
+from ..files import write_atomic
 from ..hf._deps import require
 from ..hf.checkpoint import load_optimizer, optimizer_tensors
 

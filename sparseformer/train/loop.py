@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..bench.files import write_text
+from ..files import write_text
 from ..nn.causal_lm import SparseCausalLM
 from . import checkpoint, data, distributed, metrics
 from .config import TrainConfig

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..bench.files import write_text
+from ..files import write_text
 
 
 def append(path: Path, record: dict) -> None:

@@ -140,7 +140,7 @@ def markdown(result: dict) -> str:
 
 def write_report(result: dict, out_dir: str) -> None:
     """``report.md`` and the PNGs of a study result (see :func:`sparseformer.train.study.run`)."""
-    from ..bench.files import write_text
+    from ..files import write_text
 
     plt = _plt()
     _curves(plt, result["steps_arm"], "step", "optimizer steps", "held-out loss, equal steps",

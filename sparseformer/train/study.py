@@ -29,7 +29,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..bench.files import write_text
+from ..files import write_text
 from . import distributed, metrics
 from .config import TrainConfig
 from .loop import METRICS, train

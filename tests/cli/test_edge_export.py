@@ -77,3 +77,49 @@ def test_checkpoint_of_sparseformer_train_loads_and_a_misfit_is_named(tmp_path):
         assert torch.equal(a, b), name
     with pytest.raises(ValueError, match="does not fit the model built from these options"):
         _load(sf.nn.SparseCausalLM(d_model=32, n_layers=2, n_heads=2, block_size=16), str(path))
+
+
+def test_export_transformers_model_dirs(tmp_path, capsys):
+    """``--model DIR`` (sparsified with --pattern, its own attention, or --stock) and
+    ``--distilled DIR``: one file per length whose outputs are the PyTorch model's."""
+    pytest.importorskip("transformers")
+    import torch
+
+    import sparseformer.hf as sfh
+    from sparseformer import patterns as P
+    from tests.hf import tiny
+
+    bert, gemma = tmp_path / "bert", tmp_path / "gemma"
+    tiny.bert(max_positions=64).save_pretrained(bert)
+    tiny.native("gemma3").save_pretrained(gemma)
+    student = tiny.bert(max_positions=64)
+    sfh.sparsify(student, P.SlidingWindow(1, unit="block") | P.Global(tokens=1), block_size=16)
+    student.save_pretrained(tmp_path / "student")  # what `sparseformer distill` leaves: config.sparseformer set
+    ap = argparse.ArgumentParser()
+    add_parser_export(ap.add_subparsers())
+    ids = torch.randint(3, 100, (2, 40))
+    mask = torch.ones_like(ids)
+    mask[1, 30:] = 0
+    cases = [
+        (["--model", str(bert), "--pattern", "sliding-cls", "--block-size", "16"], "bert_L40.onnx", student),
+        (["--model", str(bert), "--stock"], "bert_stock_L40.onnx", tiny.bert(max_positions=64)),
+        (["--model", str(gemma)], "gemma_L40.onnx", sfh.sparsify(tiny.native("gemma3"))),
+        (["--distilled", str(tmp_path / "student")], "student_L40.onnx", student),
+    ]
+    for argv, name, model in cases:
+        args = ap.parse_args(["export", "--lengths", "40", "--batch", "2", "--out", str(tmp_path), *argv])
+        assert args.func(args) == 0
+        assert name in capsys.readouterr().out
+        with torch.no_grad():
+            out = model(input_ids=ids, attention_mask=mask)
+        want = out.logits if "logits" in out else out.last_hidden_state
+        got = OnnxRunner(tmp_path / name)(ids, mask)
+        torch.testing.assert_close(got[mask.bool()], want[mask.bool()], atol=1e-4, rtol=0)
+    for argv, message in (
+        (["--model", str(tmp_path)], "a transformers model directory"),
+        (["--pattern", "sliding-cls"], "are for a transformers --model DIR"),
+        (["--distilled", str(tmp_path / "student"), "--stock"], "carries its model and pattern"),
+    ):
+        args = ap.parse_args(["export", "--lengths", "40", "--batch", "2", "--out", str(tmp_path), *argv])
+        with pytest.raises(ValueError, match=message):
+            args.func(args)
