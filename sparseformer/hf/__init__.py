@@ -19,6 +19,7 @@ what ``sparseformer distill`` wrote. Importing this package does not import tran
 """
 
 from .attention import config_entry, register, sparseformer_attention
+from .cache import streaming_cache
 from .distill import load_distilled
 from .masks import MaskInfo
 from .model import sparsify
@@ -37,5 +38,6 @@ __all__ = [
     "Span",
     "sparseformer_attention",
     "sparsify",
+    "streaming_cache",
     "to_spec",
 ]
