@@ -225,14 +225,17 @@ def pattern_attention(
     """``sparse_attention(q, k, v, pattern.compile(q_len=Lq, num_heads=H, block_size=block_size,
     kv_len=Lk, causal=causal), ...)``: what the modules call.
 
-    One difference: self-attention (``Lq == Lk``) with a band-form pattern
-    (:func:`~sparseformer.band.band_of`: sliding windows and truncated decays plus global
-    prefix tokens) on
-    the ``gather`` backend runs :func:`~sparseformer.kernels.band.band_attention` without
-    compiling a layout, so a traced graph (``torch.export``) keeps the length symbolic
-    (``softcap`` and ``sinks`` included).
+    One difference: self-attention (``Lq == Lk``) on the ``gather`` backend compiles no layout,
+    so a traced graph (``torch.export``) keeps the length symbolic (``softcap`` and ``sinks``
+    included): a band-form pattern (:func:`~sparseformer.band.band_of`: sliding windows and
+    truncated decays plus global prefix tokens) runs
+    :func:`~sparseformer.kernels.band.band_attention`, and ``P.Dense()`` (every pair, ``j <= i``
+    when causal) runs :func:`~sparseformer.kernels.reference.masked_attention` over the
+    ``[L, L]`` mask, the O(L²) a dense layer costs anyway.
     """
     from .kernels.band import band_attention
+    from .kernels.reference import masked_attention
+    from .patterns.dense import Dense
 
     _check_inputs(q, k, v, key_padding_mask, dropout_p, scale)
     _check_softcap_sinks(softcap, sinks, q)
@@ -243,9 +246,16 @@ def pattern_attention(
     if not isinstance(causal, bool):
         raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
     resolved = pick_backend(q, dropout_p) if backend == "auto" else backend
-    band = (
-        band_of(pattern, block_size, causal, q.shape[1]) if resolved == "gather" and q.shape[2] == k.shape[2] else None
-    )
+    self_gather = resolved == "gather" and q.shape[2] == k.shape[2]
+    if self_gather and type(pattern) is Dense:
+        n = q.shape[2]
+        mask = torch.ones(n, n, dtype=torch.bool, device=q.device)  # [L, L]
+        scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+        return masked_attention(
+            q, k, v, mask.tril() if causal else mask, key_padding_mask=key_padding_mask, scale=scale,
+            dropout_p=dropout_p, softcap=None if softcap is None else float(softcap), sinks=sinks,
+        )  # fmt: skip
+    band = band_of(pattern, block_size, causal, q.shape[1]) if self_gather else None
     if band is None:
         layout = pattern.compile(
             q_len=q.shape[2], num_heads=q.shape[1], block_size=block_size, kv_len=k.shape[2], causal=causal

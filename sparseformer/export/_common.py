@@ -96,11 +96,20 @@ def sparse_attentions(model: nn.Module) -> Iterator[tuple[str, Pattern, int, boo
 
 def dynamic_min_length(model: nn.Module) -> int:
     """The shortest length a dynamic-length export of ``model`` serves (every global token
-    present, and at least 2), or ValueError naming a module whose pattern is not in band form."""
+    present, and at least 2), or ValueError naming a module whose pattern is neither in band
+    form nor ``P.Dense()`` (a transformers model's full layers)."""
     from ..band import band_of
+    from ..patterns.dense import Dense
+    from .hf import TokenModel, layer_patterns
 
+    if isinstance(model, TokenModel):
+        attentions = [(name, p, bs, False, heads) for name, p, bs, heads in layer_patterns(model.model)]
+    else:
+        attentions = list(sparse_attentions(model))
     shortest = 2
-    for name, pattern, block_size, causal, heads in sparse_attentions(model):
+    for name, pattern, block_size, causal, heads in attentions:
+        if type(pattern) is Dense:
+            continue
         band = band_of(pattern, block_size, causal, heads)
         if band is None:
             raise ValueError(f"module {name!r} has pattern {pattern!r}: {DYNAMIC_REASON}")

@@ -70,3 +70,23 @@ def token_inputs(example_inputs: object) -> tuple[torch.Tensor, torch.Tensor]:
     if not bool(((mask == 0) | (mask == 1)).all()):
         raise ValueError("attention_mask must hold 0 (padding) and 1 (real token) only")
     return ids, mask
+
+
+def layer_patterns(model: nn.Module) -> list[tuple[str, object, int, int]]:
+    """``(layer name, pattern, block size, heads)`` of every self-attention layer of a transformers
+    model run by sparseformer (``attn_implementation="sparseformer"``): the model's own window
+    (:func:`~sparseformer.hf.native_spans`; ``P.Dense()`` on full layers) restricted to the
+    ``config.sparseformer`` pattern of that layer; empty for another attention implementation."""
+    from ..hf.attention import NAME, layer_pattern, settings
+    from ..hf.native import native_spans
+
+    config = model.config.get_text_config()
+    if config._attn_implementation != NAME:
+        return []
+    entry = settings(config)
+    heads = config.num_attention_heads
+    out = []
+    for i, span in enumerate(native_spans(config)):
+        pattern = layer_pattern(span, entry.pattern_of(i))
+        out.append((f"layer {i}", pattern, entry.block_size, heads))
+    return out

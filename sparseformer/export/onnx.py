@@ -107,11 +107,6 @@ def to_onnx(
     shapes: list[list[int | None]] = [list(t.shape) for t in inputs]
     dynamic_shapes, seq_range = None, None
     is_token = isinstance(model, TokenModel)
-    if dynamic_length and is_token:
-        raise ValueError(
-            "dynamic_length=True is not supported for transformers models yet (their attention compiles a layout "
-            "per length): export once per length (dynamic_length=False)"
-        )
     if dynamic_length:
         seq_range = (dynamic_min_length(model), max_length)
         dynamic_shapes, shapes = _dynamic_shapes(inputs, seq_dim, seq_range)

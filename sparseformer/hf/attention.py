@@ -12,15 +12,16 @@ attention (:mod:`.native`: causal or not, sliding window or not), restricted to 
 
 from __future__ import annotations
 
-import functools
+import copy
 import json
+import weakref
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from .. import patterns as P
-from ..attention import BACKENDS, sparse_attention
+from ..attention import BACKENDS, pattern_attention, sparse_attention
 from .masks import MaskInfo, sparseformer_mask
 from .native import BIDIRECTIONAL, CAUSAL, Span, flash_window, native_spans
 from .spec import from_spec, to_spec
@@ -97,9 +98,8 @@ class Settings(NamedTuple):
         return sum(per) / num_layers
 
 
-@functools.lru_cache(maxsize=64)
-def _parse(entry_json: str) -> Settings:
-    entry = json.loads(entry_json)
+def _parse(entry: dict) -> Settings:
+    entry = json.loads(json.dumps(entry))  # what a saved and reloaded config would hold
     layers = entry.get("layers")
     spec = entry.get("pattern")
     return Settings(
@@ -110,15 +110,30 @@ def _parse(entry_json: str) -> Settings:
     )
 
 
+_DEFAULT = _parse(config_entry())
+_PARSED: dict[int, tuple[dict, Settings]] = {}  # id(entry) -> (a copy of that entry, its Settings)
+_PARSED_MAX = 64
+
+
 def settings(config) -> Settings:
     """:class:`Settings` from ``config.sparseformer``; without that entry, the model's own
-    attention with the defaults of :func:`config_entry`."""
+    attention with the defaults of :func:`config_entry`.
+
+    Every attention layer asks at every call, so an entry is parsed once and its Settings kept
+    while the entry still equals the copy taken then (a changed or replaced entry is parsed anew)."""
     entry = getattr(config, NAME, None)
     if entry is None:
-        return _parse(json.dumps(config_entry(), sort_keys=True))
+        return _DEFAULT
+    seen = _PARSED.get(id(entry))
+    if seen is not None and seen[0] == entry:
+        return seen[1]
     if not isinstance(entry, dict) or "pattern" not in entry:
         raise ValueError(f"config.{NAME} must be a dict made by sparseformer.hf.config_entry(...), got {entry!r}")
-    return _parse(json.dumps(entry, sort_keys=True))
+    out = _parse(entry)
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.clear()
+    _PARSED[id(entry)] = (copy.deepcopy(entry), out)
+    return out
 
 
 def layer_span(
@@ -129,7 +144,7 @@ def layer_span(
     ``module.layer_idx``) and the ``sliding_window`` keyword the layer passed agree; ValueError
     naming the layer when they do not. Without a mask, the config decides; for a family whose
     config does not say (full attention), ``is_causal`` / ``module.is_causal`` does."""
-    spans = native_spans(module.config)
+    spans = native_spans(module.config) if mask is None else _mask_spans(mask, module.config)
     layer = getattr(module, "layer_idx", None)
     if layer is not None:
         expected = spans[layer]
@@ -157,6 +172,29 @@ def layer_span(
             f"but the model's mask attends {span}"
         )
     return span
+
+
+def layer_pattern(span: Span | None, user: P.Pattern) -> P.Pattern:
+    """The pattern a layer whose own attention is ``span`` (None: full attention) computes under the
+    user's pattern ``user`` (:meth:`Settings.pattern_of`): the span's window
+    (:meth:`~.native.Span.pattern`; ``P.Dense()`` for full attention) intersected with ``user``,
+    the other one alone where one of them is ``P.Dense()``. Compiled with ``causal=span.causal``
+    it keeps exactly the pairs of the span that ``user`` keeps."""
+    window = P.Dense() if span is None else span.pattern()[0]
+    return user if isinstance(window, P.Dense) else window if isinstance(user, P.Dense) else user & window
+
+
+_SPANS: weakref.WeakKeyDictionary[MaskInfo, tuple[object, tuple[Span | None, ...]]] = weakref.WeakKeyDictionary()
+
+
+def _mask_spans(mask: MaskInfo, config) -> tuple[Span | None, ...]:
+    """``native_spans(config)``, read once per (mask, config): a mask serves every layer of its
+    kind in one forward call, so its layers need not read the config each."""
+    seen = _SPANS.get(mask)
+    if seen is None or seen[0] is not config:
+        seen = (config, native_spans(config))
+        _SPANS[mask] = seen
+    return seen[1]
 
 
 def _sees_every_key(span: Span, q_offset: int, kv_length: int) -> bool:
@@ -194,7 +232,9 @@ def sparseformer_attention(
     A decode step (one query) whose query attends every key it is given (a full layer, or a
     sliding layer whose cache holds only the window, no padding, no user pattern, softcap or
     sinks) runs ``F.scaled_dot_product_attention`` over those keys: the same pairs, with less
-    overhead per call than a layout.
+    overhead per call than a layout. Self-attention without a cache (``Lq == Lk``, offset 0) runs
+    :func:`sparseformer.pattern_attention` with :func:`layer_pattern`; anything else a layout of
+    that pattern at the queries' offset.
     """
     for name in _REFUSED:
         if kwargs.get(name) is not None:
@@ -207,9 +247,7 @@ def sparseformer_attention(
         )
     config = settings(module.config)
     span = layer_span(module, attention_mask, sliding_window, is_causal)
-    window, causal = span.pattern()
     user = config.pattern_of(getattr(module, "layer_idx", None))
-    pattern = user if isinstance(window, P.Dense) else window if isinstance(user, P.Dense) else user & window
     b, h, lq, _ = query.shape
     lk = key.shape[2]
     q_offset, kpm = lk - lq, None
@@ -226,27 +264,25 @@ def sparseformer_attention(
         and softcap is None
         and s_aux is None
         and _sees_every_key(span, q_offset, lk)
-    ):
-        if kpm is None or bool(kpm.all()):  # a decode step that attends every cached key: SDPA is exact and faster
-            out = F.scaled_dot_product_attention(
-                query, key, value, dropout_p=float(dropout), scale=scaling, enable_gqa=h != key.shape[1]
-            )  # [B, H, 1, Dv]
-            return out.transpose(1, 2).contiguous(), None
-    layout = pattern.compile(
-        q_len=lq, num_heads=h, block_size=config.block_size, kv_len=lk, causal=causal, q_offset=q_offset
-    )
-    out = sparse_attention(
-        query,
-        key,
-        value,
-        layout,
-        key_padding_mask=kpm,
-        dropout_p=float(dropout),
-        scale=scaling,
-        softcap=softcap,
-        sinks=s_aux,
-        backend=config.backend,
-    )  # [B, H, Lq, Dv]
+        and (attention_mask is None or attention_mask.every_key)
+    ):  # a decode step that attends every cached key: SDPA is exact and faster
+        out = F.scaled_dot_product_attention(
+            query, key, value, dropout_p=float(dropout), scale=scaling, enable_gqa=h != key.shape[1]
+        )  # [B, H, 1, Dv]
+        return out.transpose(1, 2).contiguous(), None
+    pattern = layer_pattern(span, user)
+    kw = dict(key_padding_mask=kpm, dropout_p=float(dropout), scale=scaling, softcap=softcap, sinks=s_aux)
+    # self-attention without a cache: sf.pattern_attention, which compiles no layout on gather (an exported
+    # graph keeps the length symbolic); otherwise the layout at the queries' offset
+    if q_offset == 0 and lq == lk:
+        out = pattern_attention(
+            query, key, value, pattern, block_size=config.block_size, causal=span.causal, backend=config.backend, **kw
+        )  # [B, H, Lq, Dv]
+    else:
+        layout = pattern.compile(
+            q_len=lq, num_heads=h, block_size=config.block_size, kv_len=lk, causal=span.causal, q_offset=q_offset
+        )
+        out = sparse_attention(query, key, value, layout, backend=config.backend, **kw)  # [B, H, Lq, Dv]
     return out.transpose(1, 2).contiguous(), None
 
 

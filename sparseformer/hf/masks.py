@@ -13,6 +13,7 @@ overlay) raises ValueError naming the function. Cost: O(B * kv_length), never O(
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -38,6 +39,13 @@ class MaskInfo:
     kv_length: int
     q_offset: int
     key_padding: torch.Tensor | None  # bool [B, kv_length], True = a real token
+
+    @functools.cached_property
+    def every_key(self) -> bool:
+        """Whether every key is a real token: ``key_padding`` is None or True everywhere. Read
+        (one reduction over ``[B, kv_length]`` and a sync) at the first use only: one mask serves
+        every layer of its kind in a forward call."""
+        return self.key_padding is None or bool(self.key_padding.all())
 
 
 def _cell(fn: Callable, name: str):

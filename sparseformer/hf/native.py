@@ -88,6 +88,7 @@ def _pick(f, a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else f(a, b)
 
 
+@functools.lru_cache(maxsize=256)
 def flash_window(sliding_window: int, causal: bool) -> Span:
     """What the ``sliding_window=W`` keyword that models pass to the attention function means (the
     flash-attention convention every family above follows): keys at distance ``|d| <= W - 1`` on

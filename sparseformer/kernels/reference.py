@@ -20,17 +20,43 @@ def reference_attention(
     softcap: float | None = None,
     sinks: torch.Tensor | None = None,  # [H]
 ) -> torch.Tensor:  # [B, H, Lq, Dv]
+    """Attention over the pairs of ``layout.to_dense_mask()`` with its score terms
+    (``layout.to_dense_bias``): :func:`masked_attention`."""
+    mask = layout.to_dense_mask().to(q.device)[None]  # [1, Hl, Lq, Lk]
+    bias = layout.to_dense_bias(q.dtype).to(q.device)[None]
+    return masked_attention(
+        q, k, v, mask, bias, key_padding_mask=key_padding_mask, scale=scale, dropout_p=dropout_p, softcap=softcap,
+        sinks=sinks,
+    )  # fmt: skip
+
+
+def masked_attention(
+    q: torch.Tensor,  # [B, H, Lq, D]
+    k: torch.Tensor,  # [B, Hk, Lk, D]
+    v: torch.Tensor,  # [B, Hk, Lk, Dv]
+    mask: torch.Tensor,  # bool, broadcastable to [B, H, Lq, Lk], True = the pair attends
+    bias: torch.Tensor | None = None,  # broadcastable to [B, H, Lq, Lk], added to the scores
+    *,
+    key_padding_mask: torch.Tensor | None = None,  # bool [B, Lk], True = keep
+    scale: float,
+    dropout_p: float = 0.0,
+    softcap: float | None = None,
+    sinks: torch.Tensor | None = None,  # [H]
+) -> torch.Tensor:  # [B, H, Lq, Dv]
+    """Softmax attention over the pairs of ``mask`` (and ``key_padding_mask``): scores
+    ``scale * <q_i, k_j>``, soft-capped ``c * tanh(s / c)`` with ``softcap``, plus ``bias``; the
+    sinks' logits in the denominator; a row with no key gives 0. O(Lq * Lk) time and memory."""
     b, h, lq, _ = q.shape
     hk, lk = k.shape[1], k.shape[2]
     k = k.repeat_interleave(h // hk, dim=1)  # [B, H, Lk, D]
     v = v.repeat_interleave(h // hk, dim=1)
-    mask = layout.to_dense_mask().to(q.device)[None]  # [1, Hl, Lq, Lk]
     if key_padding_mask is not None:
         mask = mask & key_padding_mask[:, None, None, :]
     scores = q @ k.transpose(-1, -2) * scale
     if softcap is not None:
         scores = softcap * torch.tanh(scores / softcap)
-    scores = scores + layout.to_dense_bias(q.dtype).to(q.device)[None]
+    if bias is not None:
+        scores = scores + bias
     scores = scores.masked_fill(~mask, float("-inf"))
     if sinks is not None:  # one more logit per row, without a value: its probability is dropped below
         scores = torch.cat([scores, sinks.to(q.dtype).view(1, h, 1, 1).expand(b, h, lq, 1)], -1)

@@ -81,7 +81,8 @@ def test_checkpoint_of_sparseformer_train_loads_and_a_misfit_is_named(tmp_path):
 
 def test_export_transformers_model_dirs(tmp_path, capsys):
     """``--model DIR`` (sparsified with --pattern, its own attention, or --stock) and
-    ``--distilled DIR``: one file per length whose outputs are the PyTorch model's."""
+    ``--distilled DIR``: one file per length whose outputs are the PyTorch model's; with
+    ``--dynamic``, one file for every length."""
     pytest.importorskip("transformers")
     import torch
 
@@ -114,6 +115,28 @@ def test_export_transformers_model_dirs(tmp_path, capsys):
             out = model(input_ids=ids, attention_mask=mask)
         want = out.logits if "logits" in out else out.last_hidden_state
         got = OnnxRunner(tmp_path / name)(ids, mask)
+        torch.testing.assert_close(got[mask.bool()], want[mask.bool()], atol=1e-4, rtol=0)
+    argv = [
+        "export",
+        "--lengths",
+        "40",
+        "--batch",
+        "2",
+        "--out",
+        str(tmp_path),
+        "--distilled",
+        str(tmp_path / "student"),
+    ]
+    args = ap.parse_args([*argv, "--dynamic", "--max-length", "64"])
+    assert args.func(args) == 0
+    assert "student_dynamic.onnx" in capsys.readouterr().out
+    for length in (5, 23, 64):  # one file, every length up to --max-length, padded rows included
+        ids = torch.randint(3, 100, (2, length))
+        mask = torch.ones_like(ids)
+        mask[1, length // 2 :] = 0
+        with torch.no_grad():
+            want = student(input_ids=ids, attention_mask=mask).last_hidden_state
+        got = OnnxRunner(tmp_path / "student_dynamic.onnx")(ids, mask)
         torch.testing.assert_close(got[mask.bool()], want[mask.bool()], atol=1e-4, rtol=0)
     for argv, message in (
         (["--model", str(tmp_path)], "a transformers model directory"),

@@ -37,7 +37,7 @@ def _inputs(family: str, length: int, seed: int) -> tuple[torch.Tensor, torch.Te
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(3, 100, (2, length), generator=g)
     mask = torch.ones(2, length, dtype=torch.int64)
-    pad = int(torch.randint(1, length // 2, (), generator=g))
+    pad = int(torch.randint(1, max(2, length // 2), (), generator=g))
     if family in ENCODERS:
         mask[1, length - pad :] = 0
     else:
@@ -120,9 +120,28 @@ def test_bad_inputs_are_named(tmp_path):
         token_inputs({"input_ids": ids})
     with pytest.raises(TypeError, match="the pair \\(input_ids, attention_mask\\)"):
         token_inputs(ids)
-    with pytest.raises(ValueError, match="dynamic_length=True is not supported for transformers models"):
-        to_onnx(_model("bert"), (ids, mask), tmp_path / "m.onnx", dynamic_length=True)
+    random = sfh.sparsify(tiny.bert(max_positions=256), BERT_PATTERN | P.RandomBlocks(1, seed=0), block_size=16)
+    with pytest.raises(ValueError, match="module 'layer 0' has pattern .*dynamic_length needs every sparse attention"):
+        to_onnx(random, (ids, mask), tmp_path / "m.onnx", dynamic_length=True)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("family", ["bert", "gemma3", "modernbert"])
+def test_one_dynamic_length_file_serves_every_length(family, tmp_path):
+    """Band-form layers (windows, global tokens) and full layers (``P.Dense()``): no layout in the
+    graph, so one file serves every length, each with its own padding."""
+    model = _model(family)
+    path = to_onnx(model, _inputs(family, 45, seed=10), tmp_path / "m.onnx", dynamic_length=True, max_length=200)
+    runner = OnnxRunner(path)
+    assert runner.seq_range == (2, 200)
+    for length in (3, 17, 64, 131, 200):
+        ids, mask = _inputs(family, length, seed=length)
+        want = _expected(model, ids, mask)
+        torch.testing.assert_close(
+            _padded_rows_only(runner(ids, mask), mask), _padded_rows_only(want, mask), atol=1e-4, rtol=0
+        )
+    with pytest.raises(ValueError, match="sequence lengths 2 to 200, got 201"):
+        runner(*_inputs(family, 201, seed=0))
 
 
 def test_executorch_fp32_and_int8(tmp_path):

@@ -61,7 +61,8 @@ def test_mask_info_equals_stock_sdpa_mask(name, w, q_length, seen, extra, short,
     g = torch.Generator().manual_seed(seed)
     kv_offset = int(torch.randint(0, seen + 1, (1,), generator=g))
     kv_length = seen + q_length + extra - kv_offset
-    pad = torch.rand(2, seen + q_length + extra - short, generator=g) > 0.3 if padded else None
+    length = seen + q_length + extra - min(short, seen + q_length + extra - 1)  # at least one position
+    pad = torch.rand(2, length, generator=g) > 0.3 if padded else None
     kw = dict(batch_size=2, q_length=q_length, kv_length=kv_length, q_offset=seen, kv_offset=kv_offset)
     fn = _mask_functions(w)[name]
     want = sdpa_mask(**kw, mask_function=fn, attention_mask=pad, allow_is_causal_skip=False)
@@ -77,6 +78,64 @@ def test_mask_info_equals_stock_sdpa_mask(name, w, q_length, seen, extra, short,
     if info.key_padding is not None:
         keep = keep & info.key_padding[:, None, None, :]
     assert torch.equal(keep.expand(2, 1, -1, -1), want.expand(2, 1, q_length, kv_length))
+
+
+@given(
+    q_length=st.integers(1, 6),
+    seen=st.integers(0, 20),
+    where=st.sampled_from(["none", "ones", "before window", "in window", "short"]),
+    seed=st.integers(0, 2**16),
+)
+def test_every_key_says_whether_any_key_is_padding(q_length, seen, where, seed):
+    """``every_key``: no padding mask, or every key ``kv_offset <= p < kv_offset + kv_length`` of
+    the 2-D mask real; a zero before the keys (dropped by a sliding cache) does not count, one
+    among them or a mask that ends before them (padding) does."""
+    from transformers import masking_utils as mu
+
+    g = torch.Generator().manual_seed(seed)
+    kv_offset = int(torch.randint(0, seen + 1, (1,), generator=g))
+    kv_length = seen + q_length - kv_offset
+    total = seen + q_length
+    pad = None if where == "none" else torch.ones(2, total - (where == "short"), dtype=torch.long)
+    if where == "before window" and kv_offset > 0:
+        pad[int(torch.randint(0, 2, (1,), generator=g)), int(torch.randint(0, kv_offset, (1,), generator=g))] = 0
+    if where == "in window":
+        pad[int(torch.randint(0, 2, (1,), generator=g)), int(torch.randint(kv_offset, total, (1,), generator=g))] = 0
+    info = sparseformer_mask(
+        batch_size=2,
+        q_length=q_length,
+        kv_length=kv_length,
+        q_offset=seen,
+        kv_offset=kv_offset,
+        mask_function=mu.causal_mask_function,
+        attention_mask=pad,
+    )
+    assert info.every_key == (where in ("none", "ones", "before window"))
+    assert info.every_key == (info.key_padding is None or bool(info.key_padding.all()))  # agrees with the keys
+
+
+def test_settings_follow_a_changed_entry():
+    """``settings(config)`` keeps what it parsed only while ``config.sparseformer`` is unchanged:
+    an entry edited in place or replaced is read anew."""
+    import sparseformer.patterns as P
+    from sparseformer.hf.attention import config_entry, settings
+
+    class Config:
+        pass
+
+    config = Config()
+    assert settings(config).pattern is None and settings(config).block_size == 64
+    config.sparseformer = config_entry(P.SlidingWindow(2), block_size=16)
+    assert settings(config).block_size == 16 and settings(config).pattern == P.SlidingWindow(2)
+    config.sparseformer["block_size"] = 32  # in place
+    assert settings(config).block_size == 32
+    config.sparseformer["layers"] = [1]
+    assert settings(config).layers == (1,) and settings(config).pattern_of(0) == P.Dense()
+    config.sparseformer = config_entry(P.SlidingWindow(3))  # replaced
+    assert settings(config).pattern == P.SlidingWindow(3) and settings(config).layers is None
+    config.sparseformer = {"block_size": 8}
+    with pytest.raises(ValueError, match="config_entry"):
+        settings(config)
 
 
 def test_known_spans():

@@ -136,23 +136,29 @@ def test_band_needs_self_attention():
     assert band_of(pattern & P.Causal(), 16).causal
 
 
-def test_pattern_attention_skips_compilation_on_the_band_path(monkeypatch):
+@pytest.mark.parametrize("pattern", [P.SlidingWindow(9, right=2) | P.Global(tokens=3), P.Dense()])
+@pytest.mark.parametrize("causal", [True, False])
+def test_pattern_attention_skips_compilation_on_the_band_path(monkeypatch, pattern, causal):
+    """Band-form patterns and ``P.Dense()`` (the dense path) on ``gather``: no layout compiled."""
     import sparseformer.layout as layout_module
 
-    pattern = P.SlidingWindow(9, right=2) | P.Global(tokens=3)
-    q, k, v = (torch.randn(2, 4, 45, 8, dtype=torch.float64) for _ in range(3))
+    q, k, v = (
+        torch.randn(2, 4, 45, 8, dtype=torch.float64),
+        *(torch.randn(2, 2, 45, 8, dtype=torch.float64) for _ in range(2)),
+    )
     kpm = torch.rand(2, 45) > 0.2
+    kpm[1, :] = False  # a row of queries with no key: zeros
     want = sf.sparse_attention(
         q,
         k,
         v,
-        pattern.compile(q_len=45, num_heads=4, block_size=16, causal=True),
+        pattern.compile(q_len=45, num_heads=4, block_size=16, causal=causal),
         key_padding_mask=kpm,
         backend="reference",
     )
     calls = []
     monkeypatch.setattr(layout_module, "compile_layout", lambda *a, **kw: calls.append(a) or None)
-    got = sf.pattern_attention(q, k, v, pattern, block_size=16, causal=True, key_padding_mask=kpm, backend="gather")
+    got = sf.pattern_attention(q, k, v, pattern, block_size=16, causal=causal, key_padding_mask=kpm, backend="gather")
     assert calls == []
     torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
 

@@ -57,7 +57,9 @@ class BandAttn(torch.nn.Module):
         )
 
 
-@pytest.mark.parametrize("pattern", [P.SlidingWindow(20) | P.Global(tokens=2), P.SlidingWindow(1, unit="block")])
+@pytest.mark.parametrize(
+    "pattern", [P.SlidingWindow(20) | P.Global(tokens=2), P.SlidingWindow(1, unit="block"), P.Dense()]
+)
 def test_band_path_with_softcap_and_sinks_exports_with_a_symbolic_length(pattern):
     torch.manual_seed(0)
     model = BandAttn(pattern)
