@@ -91,6 +91,12 @@ def add_parser_export(subparsers) -> None:
         help="onnx: each sparse attention as one node running the native kernel (ONNX Runtime loads the "
         "library printed; float32, per length)",
     )
+    p.add_argument(
+        "--decode-step",
+        action="store_true",
+        help="onnx, a transformers causal --model DIR run on its own attention: the decode step (one token), its KV "
+        "cache as inputs and outputs, for any past length; sliding layers keep W-1 keys (--lengths not used)",
+    )
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--out", default=".", help="output folder")
     p.add_argument("--checkpoint", help="safetensors state dict to load (default: random weights)")
@@ -165,10 +171,19 @@ def run_export(args: argparse.Namespace) -> int:
     if not out.is_dir():
         print(f"error: --out {str(out)!r} is not a folder", file=sys.stderr)
         return 2
-    for flag, given in (("--dynamic", args.dynamic), ("--custom-op", args.custom_op)):
+    for flag, given in (
+        ("--dynamic", args.dynamic),
+        ("--custom-op", args.custom_op),
+        ("--decode-step", args.decode_step),
+    ):
         if given and args.format != "onnx":
             print(f"error: {flag} is for --format onnx", file=sys.stderr)
             return 2
+    if args.decode_step and (args.dynamic or args.custom_op or args.model in ("encoder", "lm")):
+        print(
+            "error: --decode-step takes a transformers --model DIR, without --dynamic or --custom-op", file=sys.stderr
+        )
+        return 2
     if args.distilled is not None or args.model not in ("encoder", "lm"):
         model, name, inputs_of = _transformers_model(args)
     else:
@@ -177,6 +192,8 @@ def run_export(args: argparse.Namespace) -> int:
         model = _encoder(args) if args.model == "encoder" else _causal_lm(args)
         _load(model, args.checkpoint)
         name, inputs_of = args.model, lambda length: _own_inputs(args, model, length)
+    if args.decode_step:
+        return _export_decode_step(args, model, name, out)
     ext = "onnx" if args.format == "onnx" else "pte"
     options = {"dynamic_length": True, "max_length": args.max_length} if args.dynamic else {}
     if args.custom_op:
@@ -205,6 +222,20 @@ def run_export(args: argparse.Namespace) -> int:
         from sparseformer.export.ort_op import library_path
 
         print(f"custom-op library (SessionOptions.register_custom_ops_library): {library_path()}")
+    return 0
+
+
+def _export_decode_step(args: argparse.Namespace, model, name: str, out: Path) -> int:
+    from sparseformer.export import quantize
+    from sparseformer.export.decode import to_onnx_decode_step
+
+    t0 = time.perf_counter()
+    path = to_onnx_decode_step(model, out / f"{name}_decode_step.onnx", batch=args.batch)
+    if args.int8:
+        path = quantize.quantize_onnx(path, out / f"{name}_decode_step_int8.onnx")
+    print(
+        f"{path}  {path.stat().st_size / MiB:.2f} MiB  decode step, batch {args.batch}  {time.perf_counter() - t0:.1f} s"
+    )
     return 0
 
 

@@ -5,10 +5,12 @@ The sparse attention is exported through the portable ``gather`` backend, or wit
 valid for the sequence length it was traced with (the block layout is a constant of the graph),
 or for a range of lengths (``dynamic_length=True``, band-form patterns); the runners refuse other
 lengths with a ValueError. Transformers models are exported with the tokenizer's inputs
-(:mod:`.hf`). The runtimes (onnx, onnxscript, onnxruntime,
-executorch, torchao: the ``edge`` extra) are imported only when used.
+(:mod:`.hf`), and a decoder's decode step with its KV cache as inputs and outputs
+(:mod:`.decode`). The runtimes (onnx, onnxscript, onnxruntime, executorch, torchao: the ``edge``
+extra) are imported only when used.
 """
 
+from .decode import OnnxDecoder, to_onnx_decode_step
 from .executorch import ExecuTorchRunner, to_executorch
 from .onnx import OnnxRunner, read_metadata, to_onnx
 from .ort_sparse import OrtSparseAttention, ort_block_csr
@@ -16,6 +18,7 @@ from .quantize import cosine, quantize_eager, quantize_onnx, to_executorch_int8
 
 __all__ = [
     "ExecuTorchRunner",
+    "OnnxDecoder",
     "OnnxRunner",
     "OrtSparseAttention",
     "cosine",
@@ -26,4 +29,5 @@ __all__ = [
     "to_executorch",
     "to_executorch_int8",
     "to_onnx",
+    "to_onnx_decode_step",
 ]

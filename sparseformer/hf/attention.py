@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from .. import patterns as P
 from ..attention import BACKENDS, pattern_attention, sparse_attention
+from ..kernels.reference import masked_attention
 from .masks import MaskInfo, sparseformer_mask
 from .native import BIDIRECTIONAL, CAUSAL, Span, flash_window, native_spans
 from .spec import from_spec, to_spec
@@ -203,6 +204,37 @@ def _sees_every_key(span: Span, q_offset: int, kv_length: int) -> bool:
     return (span.lo is None or span.lo <= q_offset - (kv_length - 1)) and (span.hi is None or q_offset <= span.hi)
 
 
+def _every_key_step(
+    query: torch.Tensor,  # [B, H, 1, D]
+    key: torch.Tensor,  # [B, Hk, Lk, D]
+    value: torch.Tensor,  # [B, Hk, Lk, Dv]
+    mask: MaskInfo | None,
+    dropout: float,
+    scaling: float | None,
+    softcap: float | None,
+    sinks: torch.Tensor | None,
+) -> torch.Tensor:  # [B, 1, H, Dv]
+    """One query attending every key it is given but those ``mask`` marks padding:
+    ``F.scaled_dot_product_attention`` when nothing is padding (read once per mask in eager mode;
+    a traced graph keeps the padding) and there is no ``softcap`` or ``sinks``, else
+    :func:`~sparseformer.kernels.reference.masked_attention` (a query with no real key gives 0)."""
+    padding = None if mask is None else mask.key_padding  # bool [B, Lk]
+    if padding is not None and not torch.compiler.is_compiling() and mask.every_key:
+        padding = None
+    if padding is None and softcap is None and sinks is None:
+        out = F.scaled_dot_product_attention(
+            query, key, value, dropout_p=dropout, scale=scaling, enable_gqa=query.shape[1] != key.shape[1]
+        )  # [B, H, 1, Dv]
+    else:
+        every = torch.ones(1, key.shape[2], dtype=torch.bool, device=query.device)  # [1, Lk]
+        scale = query.shape[-1] ** -0.5 if scaling is None else float(scaling)
+        out = masked_attention(
+            query, key, value, every, key_padding_mask=padding, scale=scale, dropout_p=dropout, softcap=softcap,
+            sinks=sinks,
+        )  # fmt: skip
+    return out.transpose(1, 2).contiguous()
+
+
 def sparseformer_attention(
     module: torch.nn.Module,
     query: torch.Tensor,  # [B, H, Lq, D]
@@ -230,9 +262,9 @@ def sparseformer_attention(
     mask raise ValueError.
 
     A decode step (one query) whose query attends every key it is given (a full layer, or a
-    sliding layer whose cache holds only the window, no padding, no user pattern, softcap or
-    sinks) runs ``F.scaled_dot_product_attention`` over those keys: the same pairs, with less
-    overhead per call than a layout. Self-attention without a cache (``Lq == Lk``, offset 0) runs
+    sliding layer whose cache holds only the window; no user pattern) runs
+    :func:`_every_key_step`: the same pairs, with less overhead per call than a layout, and
+    traceable at a symbolic cache length. Self-attention without a cache (``Lq == Lk``, offset 0) runs
     :func:`sparseformer.pattern_attention` with :func:`layer_pattern`; anything else a layout of
     that pattern at the queries' offset.
     """
@@ -258,18 +290,8 @@ def sparseformer_attention(
                 f"the layer has {lq} x {lk}"
             )
         q_offset, kpm = attention_mask.q_offset, attention_mask.key_padding
-    if (
-        lq == 1
-        and isinstance(user, P.Dense)
-        and softcap is None
-        and s_aux is None
-        and _sees_every_key(span, q_offset, lk)
-        and (attention_mask is None or attention_mask.every_key)
-    ):  # a decode step that attends every cached key: SDPA is exact and faster
-        out = F.scaled_dot_product_attention(
-            query, key, value, dropout_p=float(dropout), scale=scaling, enable_gqa=h != key.shape[1]
-        )  # [B, H, 1, Dv]
-        return out.transpose(1, 2).contiguous(), None
+    if lq == 1 and isinstance(user, P.Dense) and _sees_every_key(span, q_offset, lk):
+        return _every_key_step(query, key, value, attention_mask, float(dropout), scaling, softcap, s_aux), None
     pattern = layer_pattern(span, user)
     kw = dict(key_padding_mask=kpm, dropout_p=float(dropout), scale=scaling, softcap=softcap, sinks=s_aux)
     # self-attention without a cache: sf.pattern_attention, which compiles no layout on gather (an exported

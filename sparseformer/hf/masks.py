@@ -134,4 +134,6 @@ def sparseformer_mask(
             )
         keep = attention_mask.bool()[:, kv_offset : kv_offset + kv_length]  # [B, <= kv_length]
         pad = torch.nn.functional.pad(keep, (0, kv_length - keep.shape[1]), value=False)  # [B, kv_length]
-    return MaskInfo(span, q_length, kv_length, int(q_offset) - kv_offset, pad)
+    if not isinstance(q_offset, (int, torch.SymInt)):  # a 0-d tensor (transformers' static caches)
+        q_offset = int(q_offset)
+    return MaskInfo(span, q_length, kv_length, q_offset - kv_offset, pad)

@@ -46,13 +46,12 @@ def masked_attention(
     """Softmax attention over the pairs of ``mask`` (and ``key_padding_mask``): scores
     ``scale * <q_i, k_j>``, soft-capped ``c * tanh(s / c)`` with ``softcap``, plus ``bias``; the
     sinks' logits in the denominator; a row with no key gives 0. O(Lq * Lk) time and memory."""
-    b, h, lq, _ = q.shape
+    b, h, lq, d = q.shape
     hk, lk = k.shape[1], k.shape[2]
-    k = k.repeat_interleave(h // hk, dim=1)  # [B, H, Lk, D]
-    v = v.repeat_interleave(h // hk, dim=1)
+    group = h // hk  # query head i reads key/value head i // group; grouped, not copied
     if key_padding_mask is not None:
         mask = mask & key_padding_mask[:, None, None, :]
-    scores = q @ k.transpose(-1, -2) * scale
+    scores = (q.reshape(b, hk, group * lq, d) @ k.transpose(-1, -2)).reshape(b, h, lq, lk) * scale
     if softcap is not None:
         scores = softcap * torch.tanh(scores / softcap)
     if bias is not None:
@@ -65,4 +64,4 @@ def masked_attention(
     p = torch.where(seen, p, torch.zeros_like(p))  # a row with no key gives 0
     if dropout_p > 0:
         p = torch.nn.functional.dropout(p, dropout_p)
-    return p @ v
+    return (p.reshape(b, hk, group * lq, lk) @ v).reshape(b, h, lq, v.shape[-1])

@@ -6,6 +6,7 @@ import pytest
 
 from sparseformer.cli.edge import add_parser_export
 from sparseformer.export import OnnxRunner
+from sparseformer.export.decode import OnnxDecoder
 
 pytest.importorskip("onnxruntime")
 
@@ -82,7 +83,8 @@ def test_checkpoint_of_sparseformer_train_loads_and_a_misfit_is_named(tmp_path):
 def test_export_transformers_model_dirs(tmp_path, capsys):
     """``--model DIR`` (sparsified with --pattern, its own attention, or --stock) and
     ``--distilled DIR``: one file per length whose outputs are the PyTorch model's; with
-    ``--dynamic``, one file for every length."""
+    ``--dynamic``, one file for every length; with ``--decode-step``, a decoder's step whose greedy
+    tokens are ``generate()``'s."""
     pytest.importorskip("transformers")
     import torch
 
@@ -138,6 +140,13 @@ def test_export_transformers_model_dirs(tmp_path, capsys):
             want = student(input_ids=ids, attention_mask=mask).last_hidden_state
         got = OnnxRunner(tmp_path / "student_dynamic.onnx")(ids, mask)
         torch.testing.assert_close(got[mask.bool()], want[mask.bool()], atol=1e-4, rtol=0)
+    args = ap.parse_args(["export", "--out", str(tmp_path), "--model", str(gemma), "--decode-step", "--batch", "2"])
+    assert args.func(args) == 0
+    assert "gemma_decode_step.onnx" in capsys.readouterr().out
+    decoder = OnnxDecoder(tmp_path / "gemma_decode_step.onnx")
+    with torch.no_grad():
+        want = tiny.native("gemma3").generate(ids[:, :5], max_new_tokens=12, do_sample=False, pad_token_id=0)
+    assert torch.equal(decoder.generate(ids[:, :5], torch.ones_like(ids[:, :5]), 12), want)
     for argv, message in (
         (["--model", str(tmp_path)], "a transformers model directory"),
         (["--pattern", "sliding-cls"], "are for a transformers --model DIR"),

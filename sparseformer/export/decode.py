@@ -1,0 +1,262 @@
+"""The decode step of a transformers decoder as an ONNX graph, its KV cache as explicit inputs and
+outputs, bounded on the sliding layers.
+
+A model pretrained with local attention (Gemma 2/3, Mistral, Qwen2/3 with sliding layers,
+Cohere2, OLMo 3, GPT-OSS) run by :func:`sparseformer.hf.sparsify` with no pattern, or a
+full-attention decoder (Llama, Qwen, ...) under ``attn_implementation="sparseformer"``.
+One call of the graph takes one new token per row:
+
+* inputs ``input_ids`` int64 ``[B, 1]``; ``attention_mask`` int64 ``[B, P + 1]``, 1 = a real token,
+  over every position so far and the new one (as ``generate()`` keeps it); then, per layer ``i``,
+  ``past_key_values.{i}.key`` and ``past_key_values.{i}.value`` ``[B, Hk, n_i, D]``: ``n_i = P`` on a
+  full layer (the keys of positions ``0 .. P-1``), ``n_i = W - 1`` on a sliding layer of window ``W``
+  (the keys of positions ``P-W+1 .. P-1``, oldest first; slots before position 0 are padding);
+* outputs ``logits`` ``[B, 1, V]``, then ``present.{i}.key`` / ``present.{i}.value``: ``[B, Hk, P + 1, D]``
+  on a full layer, ``[B, Hk, W - 1, D]`` on a sliding one (the oldest key dropped).
+
+The new token sits at position ``attention_mask.sum(-1) - 1`` (the rotary position
+``generate()`` gives it) and attends the keys of its layer's window (``|i - j| <= W - 1``, the
+flash-attention convention of :func:`sparseformer.hf.native.flash_window`) that the mask marks
+real, and itself. A sliding layer's step costs ``O(W)`` whatever ``P``; its cache never grows.
+:class:`OnnxDecoder` runs the file: greedy tokens, the prompt fed one token at a time.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..hf.native import CAUSAL
+from ._common import atomic_write, check_path
+
+META_DECODE = "sparseformer.decode_step"
+
+
+def _check_decoder(model: nn.Module) -> list[int | None]:
+    """Per layer, the number of past keys its step reads: ``W - 1`` for a causal sliding window of
+    ``W`` keys, None for a full causal layer (every past key); ValueError naming what the model
+    must be otherwise."""
+    from ..hf.attention import NAME, settings
+    from ..hf.native import native_spans
+    from .hf import is_hf_model
+
+    if not is_hf_model(model):
+        raise TypeError(f"model must be a transformers PreTrainedModel, got {type(model).__name__}")
+    config = model.config.get_text_config(decoder=True)
+    if config._attn_implementation != NAME:
+        raise ValueError(
+            "the decode-step export runs the model under sparseformer: call sfh.sparsify(model) first, got "
+            f"attn_implementation={config._attn_implementation!r}"
+        )
+    entry = settings(config)
+    if entry.pattern is not None:
+        raise ValueError(
+            "the decode-step export covers the model's own attention (sfh.sparsify(model) with no pattern), "
+            f"got pattern={entry.pattern!r}"
+        )
+    capacities: list[int | None] = []
+    for i, span in enumerate(native_spans(config)):
+        if span is None or span == CAUSAL:
+            capacities.append(None)
+        elif span.lo == 0 and span.hi is not None:
+            capacities.append(span.hi)
+        else:
+            raise ValueError(f"the decode-step export needs a causal decoder, but layer {i} attends {span}")
+    windows = {c for c in capacities if c is not None}
+    if len(windows) > 1:
+        raise ValueError(
+            f"the decode-step export needs one window for every sliding layer, got windows {sorted(windows)}"
+        )
+    return capacities
+
+
+class DecodeStep(nn.Module):
+    """``forward(input_ids [B, 1], attention_mask [B, P + 1], *past) -> (logits [B, 1, V], *present)``:
+    one decode step of ``model`` (module docstring), ``past`` and ``present`` ordered key, value per
+    layer. ``capacities[i]``: the past keys layer ``i`` holds, None for ``P``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.capacities = _check_decoder(model)
+        self.model = model
+        self.train(model.training)
+        config = model.config.get_text_config(decoder=True)
+        self.kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.window_keys = next((c for c in self.capacities if c is not None), 0)  # W - 1, or 0: no sliding layer
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *past: torch.Tensor) -> tuple:
+        b, s = input_ids.shape[0], self.window_keys
+        # The mask builders read key padding at "positions" of one 2-D mask; shifted by s zeros, a full
+        # layer's keys sit at s .. s+P and a sliding layer's at P .. P+s, whatever P (see _Layer).
+        keep = attention_mask.clone()
+        keep[:, -1] = 1  # the new token attends itself even when it is padding (its output is unused)
+        shifted = torch.cat([keep.new_zeros(b, s), keep], dim=1)  # [B, s + P + 1]
+        position_ids = attention_mask.sum(-1, keepdim=True) - 1  # [B, 1]
+        cache = _cache_class()(
+            [(past[2 * i], past[2 * i + 1], c) for i, c in enumerate(self.capacities)],
+            past_length=attention_mask.shape[1] - 1,
+            shift=s,
+        )
+        out = self.model(
+            input_ids=input_ids, attention_mask=shifted, position_ids=position_ids, cache=cache, use_cache=True,
+            logits_to_keep=1, return_dict=True,
+        )  # fmt: skip
+        present = [t for layer in cache.layers for t in (layer.present_keys, layer.present_values)]
+        return (out.logits, *present)
+
+    def example_inputs(
+        self, batch: int, past_length: int, dtype: torch.dtype = torch.float32
+    ) -> tuple[torch.Tensor, ...]:
+        """Zero caches and a mask of ones for ``batch`` rows after ``past_length`` tokens."""
+        ids = torch.zeros(batch, 1, dtype=torch.long)
+        mask = torch.ones(batch, past_length + 1, dtype=torch.long)
+        past = []
+        for c in self.capacities:
+            n = past_length if c is None else c
+            past += [torch.zeros(batch, self.kv_heads, n, self.head_dim, dtype=dtype) for _ in "kv"]  # distinct tensors
+        return (ids, mask, *past)
+
+    def names(self) -> tuple[list[str], list[str]]:
+        """``(input names, output names)`` of the exported graph."""
+        layers = range(len(self.capacities))
+        kv = [(i, part) for i in layers for part in ("key", "value")]
+        inputs = ["input_ids", "attention_mask", *(f"past_key_values.{i}.{p}" for i, p in kv)]
+        return inputs, ["logits", *(f"present.{i}.{p}" for i, p in kv)]
+
+
+@functools.cache
+def _cache_class():
+    """A transformers ``Cache`` over given past tensors, defined on first use so that importing
+    this module does not import transformers."""
+    from ..hf._deps import require
+
+    cache_utils = require("transformers.cache_utils")
+
+    class _Layer(cache_utils.CacheLayerMixin):
+        """One layer's past keys and values ``[B, Hk, n, D]`` (``n = P`` full, ``W - 1`` sliding).
+
+        The mask builders number key slots by the shifted positions of :meth:`DecodeStep.forward`'s
+        mask: the query at ``s + P``; a full layer's keys ``0 .. P`` at ``s .. s + P``; a sliding
+        layer's ``W`` keys (``s = W - 1`` past and the new one) at ``P .. P + s``, which are
+        positions ``P - s .. P``."""
+
+        def __init__(self, keys, values, capacity: int | None, past_length, shift: int) -> None:
+            super().__init__()
+            self.keys, self.values = keys, values
+            self.is_initialized = True
+            self.is_sliding = capacity is not None
+            self.past_length, self.shift = past_length, shift
+
+        def lazy_initialization(self, key_states, value_states) -> None:
+            raise RuntimeError("a decode-step cache layer starts initialised, with the past it is given")
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            keys = torch.cat([self.keys, key_states], dim=-2)  # [B, Hk, n + 1, D]
+            values = torch.cat([self.values, value_states], dim=-2)
+            cut = 1 if self.is_sliding else 0
+            self.present_keys, self.present_values = keys[:, :, cut:], values[:, :, cut:]
+            return keys, values
+
+        def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+            if self.is_sliding:
+                return self.keys.shape[-2] + query_length, self.past_length
+            return self.past_length + query_length, self.shift
+
+        def get_seq_length(self) -> int:
+            return self.past_length
+
+        def get_max_length(self) -> int:
+            return -1
+
+    class _Cache(cache_utils.Cache):
+        def __init__(self, layers, past_length, shift: int) -> None:
+            super().__init__(layers=[_Layer(k, v, c, past_length, shift) for k, v, c in layers])
+            self.query_offset = past_length + shift
+
+        def get_query_offset(self, layer_idx: int = 0):
+            return self.query_offset
+
+    return _Cache
+
+
+def to_onnx_decode_step(model: nn.Module, path: str | os.PathLike, *, batch: int = 1, opset_version: int = 18) -> Path:
+    """Export ``model``'s decode step (module docstring) to ``path`` for ``batch`` rows and any
+    past length ``P >= 1`` (start a sequence with one padding slot, as :class:`OnnxDecoder` does).
+    The attention runs on the portable ``gather`` backend; the file records the layers' windows."""
+    from ._common import portable_backend
+
+    check_path(path)
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a positive int, got {batch!r}")
+    step = DecodeStep(model)
+    inputs = step.example_inputs(batch, past_length=7, dtype=next(model.parameters()).dtype)
+    past = torch.export.Dim("past", min=1)
+    dynamic = (None, {1: past + 1}, tuple({2: past} if c is None else {} for c in step.capacities for _ in "kv"))
+    input_names, output_names = step.names()
+    training = model.training
+    model.eval()
+    try:
+        with portable_backend(step), torch.no_grad():
+            program = torch.onnx.export(
+                step, inputs, dynamo=True, opset_version=opset_version, verbose=False, dynamic_shapes=dynamic,
+                input_names=input_names, output_names=output_names,
+            )  # fmt: skip
+    finally:
+        model.train(training)
+    proto = program.model_proto
+    meta = {"capacities": step.capacities, "kv_heads": step.kv_heads, "head_dim": step.head_dim, "batch": batch}
+    proto.metadata_props.add(key=META_DECODE, value=json.dumps(meta))
+
+    def write(tmp: Path) -> None:
+        import onnx
+
+        onnx.save(proto, str(tmp))
+
+    return atomic_write(path, write)
+
+
+class OnnxDecoder:
+    """Greedy generation with a file of :func:`to_onnx_decode_step` in ONNX Runtime."""
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+        from .onnx import OnnxRunner, read_metadata
+
+        meta = read_metadata(path).get(META_DECODE)
+        if meta is None:
+            raise ValueError(f"{str(path)!r} is not a decode-step export (no {META_DECODE} metadata)")
+        self.meta = json.loads(meta)
+        self.runner = OnnxRunner(path, threads=threads)
+
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+        """The prompt ``input_ids`` ``[B, L]`` (left padding marked 0 in ``attention_mask``) followed
+        by ``max_new_tokens`` greedy tokens: ``[B, L + max_new_tokens]``. The prompt goes through the
+        step one token at a time, after one padding slot (the export's past length is at least 1)."""
+        b = self.meta["batch"]
+        if input_ids.shape[0] != b or attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"this export takes {b} rows: input_ids and attention_mask [{b}, L], got "
+                f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}"
+            )
+        past = []
+        for c in self.meta["capacities"]:
+            shape = (b, self.meta["kv_heads"], 1 if c is None else c, self.meta["head_dim"])
+            past += [torch.zeros(shape), torch.zeros(shape)]
+        mask = torch.zeros(b, 1, dtype=torch.long)  # the padding slot
+        tokens = input_ids
+        for t in range(input_ids.shape[1] + max_new_tokens - 1):
+            if t < input_ids.shape[1]:
+                token, real = input_ids[:, t : t + 1], attention_mask[:, t : t + 1].long()
+            else:
+                token, real = tokens[:, -1:], torch.ones(b, 1, dtype=torch.long)
+            mask = torch.cat([mask, real], dim=1)
+            out = self.runner(token, mask, *past)
+            logits, past = out[0], list(out[1:])
+            if t >= input_ids.shape[1] - 1:
+                tokens = torch.cat([tokens, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+        return tokens

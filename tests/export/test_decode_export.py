@@ -1,0 +1,113 @@
+"""The decode step of a transformers decoder as an ONNX file with its KV cache as inputs and outputs
+(:mod:`sparseformer.export.decode`): the logits of every step equal the stock model's, the sliding
+layers' caches keep their size, greedy tokens equal ``generate()``'s."""
+
+import pytest
+import torch
+
+import sparseformer.hf as sfh
+from sparseformer import patterns as P
+
+pytest.importorskip("transformers")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+from sparseformer.export import OnnxRunner, quantize  # noqa: E402
+from sparseformer.export.decode import DecodeStep, OnnxDecoder, to_onnx_decode_step  # noqa: E402
+from tests.hf import tiny  # noqa: E402
+
+EAGER = ("gemma2", "gpt_oss")  # soft-capping and sinks: their stock reference is eager
+
+
+def _pair(family: str):
+    """(stock model, the same weights under sfh.sparsify(model)) of a tiny random decoder."""
+    if family == "llama":
+        stock = tiny.llama()
+    else:
+        stock = tiny.native(family, attn="eager" if family in EAGER else "sdpa")
+    if family == "gpt_oss":
+        stock.set_experts_implementation("batched_mm")  # the default grouped_mm has no ONNX translation
+    ours = type(stock)(stock.config.__class__.from_dict(stock.config.to_dict())).eval()
+    ours.load_state_dict(stock.state_dict())
+    if family == "gpt_oss":
+        ours.set_experts_implementation("batched_mm")
+    return stock, sfh.sparsify(ours)
+
+
+def _left_padded(length: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, 100, (2, length), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, : int(torch.randint(1, 5, (), generator=g))] = 0
+    return ids, mask
+
+
+@pytest.mark.parametrize("family", ["gemma3", "mistral", "gemma2", "gpt_oss", "llama"])
+def test_every_step_equals_the_stock_model(family, tmp_path):
+    """A left-padded batch of 3 windows and more, fed one token at a time through the exported step
+    (the cache going out of one call into the next): each real position's logits equal the stock
+    model's full forward within 1e-4; every sliding layer's cache stays ``W - 1`` keys and every
+    full layer's grows by one per step."""
+    stock, ours = _pair(family)
+    ids, mask = _left_padded(3 * tiny.WINDOW + 5, seed=len(family))
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        want = stock(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits  # [2, L, V]
+    path = to_onnx_decode_step(ours, tmp_path / "step.onnx", batch=2)
+    step = DecodeStep(ours)
+    runner = OnnxRunner(path)
+    assert runner.input_names[:4] == ["input_ids", "attention_mask", "past_key_values.0.key", "past_key_values.0.value"]
+    kv = (2, step.kv_heads, 1, step.head_dim)
+    past = [torch.zeros(kv[:2] + ((1 if c is None else c),) + kv[3:]) for c in step.capacities for _ in "kv"]
+    seen = torch.zeros(2, 1, dtype=torch.long)  # one padding slot: the export's past length is at least 1
+    for t in range(ids.shape[1]):
+        seen = torch.cat([seen, mask[:, t : t + 1]], dim=1)
+        logits, *past = runner(ids[:, t : t + 1], seen, *past)
+        for c, (k, v) in zip(step.capacities, zip(past[::2], past[1::2])):
+            assert k.shape == v.shape == kv[:2] + ((t + 2 if c is None else c),) + kv[3:]
+        real = mask[:, t].bool()
+        torch.testing.assert_close(logits[real, 0], want[real, t], atol=1e-4, rtol=0)
+    assert any(c is not None for c in step.capacities) == (family != "llama")
+
+
+def test_greedy_tokens_equal_generate_and_int8_stays_close(tmp_path):
+    """Gemma 3 (sliding, full, sliding): greedy tokens from the ONNX file equal the stock model's
+    ``generate()`` over 3 windows, left padding included; the int8 file's logits keep cosine
+    >= 0.99 to the fp32 file's."""
+    stock, ours = _pair("gemma3")
+    ids, mask = _left_padded(6, seed=3)
+    with torch.no_grad():
+        want = stock.generate(ids, attention_mask=mask, max_new_tokens=3 * tiny.WINDOW, do_sample=False, pad_token_id=0)
+    path = to_onnx_decode_step(ours, tmp_path / "step.onnx", batch=2)
+    assert torch.equal(OnnxDecoder(path).generate(ids, mask, 3 * tiny.WINDOW), want)
+    int8 = quantize.quantize_onnx(path, tmp_path / "step_int8.onnx")
+    step = DecodeStep(ours)
+    inputs = step.example_inputs(2, past_length=5)
+    inputs = (ids[:, :1], inputs[1], *(torch.randn(t.shape) for t in inputs[2:]))
+    fp32_logits, int8_logits = OnnxRunner(path)(*inputs)[0], OnnxRunner(int8)(*inputs)[0]
+    assert quantize.cosine(fp32_logits, int8_logits) >= 0.99
+
+
+def test_refusals(tmp_path):
+    stock, ours = _pair("gemma3")
+    with pytest.raises(ValueError, match="call sfh.sparsify\\(model\\) first, got attn_implementation='sdpa'"):
+        to_onnx_decode_step(stock, tmp_path / "a.onnx")
+    with pytest.raises(TypeError, match="model must be a transformers PreTrainedModel, got Linear"):
+        to_onnx_decode_step(torch.nn.Linear(2, 2), tmp_path / "a.onnx")
+    with pytest.raises(ValueError, match="batch must be a positive int, got 0"):
+        to_onnx_decode_step(ours, tmp_path / "a.onnx", batch=0)
+    user = sfh.sparsify(tiny.llama(), P.SlidingWindow(4, right=0), block_size=4)
+    with pytest.raises(ValueError, match="covers the model's own attention"):
+        to_onnx_decode_step(user, tmp_path / "a.onnx")
+    encoder = sfh.sparsify(tiny.native("gemma3-bidirectional"))
+    with pytest.raises(ValueError, match="needs a causal decoder, but layer 0 attends"):
+        to_onnx_decode_step(encoder, tmp_path / "a.onnx")
+    assert not list(tmp_path.iterdir())
+    path = to_onnx_decode_step(ours, tmp_path / "step.onnx")
+    with pytest.raises(ValueError, match="this export takes 1 rows"):
+        OnnxDecoder(path).generate(*_left_padded(4, seed=0), 2)
+    from sparseformer.export import to_onnx
+
+    other = to_onnx(torch.nn.Linear(4, 4), (torch.randn(3, 4),), tmp_path / "linear.onnx")
+    with pytest.raises(ValueError, match="is not a decode-step export"):
+        OnnxDecoder(other)
