@@ -31,7 +31,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..hf.native import CAUSAL
 from ._common import atomic_write, check_path
 
 META_DECODE = "sparseformer.decode_step"
@@ -42,7 +41,7 @@ def _check_decoder(model: nn.Module) -> list[int | None]:
     ``W`` keys, None for a full causal layer (every past key); ValueError naming what the model
     must be otherwise."""
     from ..hf.attention import NAME, settings
-    from ..hf.native import native_spans
+    from ..hf.native import CAUSAL, native_spans
     from .hf import is_hf_model
 
     if not is_hf_model(model):
