@@ -3,7 +3,7 @@
 
 Builds a shape of sparseformer/bench/model_configs (random weights). PyTorch: one model and one
 ``DynamicCache`` per context, the attention implementation switched before every step (both are
-exact, so they share the cache). ONNX Runtime: the file's own caches, going out of one step into
+exact, so they share the cache). ONNX Runtime and (``--executorch``) ExecuTorch: each file's own caches, going out of one step into
 the next as a device would run them. Caches start with random keys and values of the context's
 length (a step's cost does not depend on their values). The order of the implementations rotates
 from round to round, so that load from other processes hits each alike. Prints, per context, each
@@ -11,6 +11,7 @@ one's ms per step (median [q1, q3]), the paired difference sparseformer - sdpa, 
 MiB.
 
 .venv/bin/python benchmarks/decode_steps.py [--model gemma-3-270m] [--contexts 1024 8192 32768] [--steps 30] [--onnx]
+    [--executorch]
 """
 
 import argparse
@@ -37,23 +38,32 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=30, help="measured rounds per context (after 2 warm-up rounds)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--onnx", action="store_true", help="also the exported decode step in ONNX Runtime")
+    ap.add_argument(
+        "--executorch",
+        action="store_true",
+        help="also the decode step as an ExecuTorch .pte (XNNPACK), exported for the longest context + steps",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(machine_line())
     model = sfh.sparsify(build_model(load_spec(args.model), "sdpa"))
     with tempfile.TemporaryDirectory() as tmp:
-        runner = _export(model, Path(tmp), args.threads) if args.onnx else None
-        impls = ["sdpa", "sparseformer"] + (["onnx"] if runner else [])
+        runners = {}
+        if args.onnx:
+            runners["onnx"] = _export(model, Path(tmp), args.threads)
+        if args.executorch:
+            runners["executorch"] = _export_pte(model, Path(tmp), max(args.contexts) + args.steps + 2)
+        impls = ["sdpa", "sparseformer", *runners]
         print(
             f"\n| {args.model} context | "
             + " | ".join(f"{name} ms/step [q1, q3]" for name in impls)
             + " | sparseformer - sdpa ms [q1, q3] | DynamicCache MiB |"
-            + (" ONNX caches MiB (sliding + full) |" if runner else "")
+            + (" exported caches MiB (sliding + full) |" if runners else "")
         )
-        print("|---:|" + "---:|" * (len(impls) + 2 + bool(runner)))
+        print("|---:|" + "---:|" * (len(impls) + 2 + bool(runners)))
         g = torch.Generator().manual_seed(0)
         for context in args.contexts:
-            print(measure(context, model, runner, args.steps, g), flush=True)
+            print(measure(context, model, runners, args.steps, g), flush=True)
     print("\ncommand: " + " ".join(["benchmarks/decode_steps.py", *sys.argv[1:]]))
     return 0
 
@@ -67,11 +77,22 @@ def _export(model, folder: Path, threads: int):
     return OnnxRunner(path, threads=threads)
 
 
+def _export_pte(model, folder: Path, max_past: int):
+    from sparseformer.export import ExecuTorchDecoder, to_executorch_decode_step
+
+    t0 = time.perf_counter()
+    path = to_executorch_decode_step(model, folder / "step.pte", max_past=max_past)
+    print(
+        f"decode step .pte (max_past {max_past}) in {time.perf_counter() - t0:.0f} s: {path.stat().st_size / MIB:.0f} MiB"
+    )
+    return ExecuTorchDecoder(path).step
+
+
 def _random(shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
     return torch.randn(shape, generator=g)
 
 
-def measure(context: int, model, runner, steps: int, g: torch.Generator) -> str:
+def measure(context: int, model, runners: dict, steps: int, g: torch.Generator) -> str:
     """One table row: ``steps`` rounds of one decode step per implementation after ``context`` tokens."""
     from transformers import DynamicCache
 
@@ -98,18 +119,14 @@ def measure(context: int, model, runner, steps: int, g: torch.Generator) -> str:
         return run
 
     runs = {"sdpa": torch_step("sdpa"), "sparseformer": torch_step("sparseformer")}
-    if runner is not None:
-        capacities = [c for c in DecodeStep(model).capacities for _ in "kv"]
-        state = {
+    capacities = [c for c in DecodeStep(model).capacities for _ in "kv"]
+    states = {}
+    for name, run_step in runners.items():
+        state = states[name] = {
             "past": [_random(kv[:2] + (context if c is None else c,) + kv[3:], g) for c in capacities],
             "mask": torch.ones(1, context + 1, dtype=torch.long),
         }
-
-        def onnx_step():
-            _, *state["past"] = runner(token, state["mask"], *state["past"])
-            state["mask"] = torch.ones(1, state["mask"].shape[1] + 1, dtype=torch.long)
-
-        runs["onnx"] = onnx_step
+        runs[name] = _exported_step(run_step, state, token)
     times = {name: [] for name in runs}
     names = list(runs)
     with torch.inference_mode():
@@ -128,10 +145,21 @@ def measure(context: int, model, runner, steps: int, g: torch.Generator) -> str:
     qd = statistics.quantiles(diff, n=4)
     cells.append(f"{statistics.median(diff):+.2f} [{qd[0]:+.2f}, {qd[2]:+.2f}]")
     cells.append(f"{sum(t.nbytes for layer in cache.layers for t in (layer.keys, layer.values)) / MIB:.1f}")
-    if runner is not None:
+    if states:  # the exported files' caches, alike
+        state = next(iter(states.values()))
         sliding = sum(t.nbytes for c, t in zip(capacities, state["past"]) if c is not None)
         cells.append(f"{sliding / MIB:.1f} + {(sum(t.nbytes for t in state['past']) - sliding) / MIB:.1f}")
     return f"| {context} | " + " | ".join(cells) + " |"
+
+
+def _exported_step(run_step, state: dict, token: torch.Tensor):
+    """One step of an exported file: its caches go out of one call into the next."""
+
+    def run():
+        _, *state["past"] = run_step(token, state["mask"], *state["past"])
+        state["mask"] = torch.ones(1, state["mask"].shape[1] + 1, dtype=torch.long)
+
+    return run
 
 
 if __name__ == "__main__":

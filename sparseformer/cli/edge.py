@@ -84,7 +84,12 @@ def add_parser_export(subparsers) -> None:
         action="store_true",
         help="onnx: one file for every length up to --max-length (traced at --lengths[0])",
     )
-    p.add_argument("--max-length", type=int, help="with --dynamic: the longest length served (default: no limit)")
+    p.add_argument(
+        "--max-length",
+        type=int,
+        help="with --dynamic: the longest length served (default: no limit); with --decode-step --format executorch: "
+        "the longest past (default 4096)",
+    )
     p.add_argument(
         "--custom-op",
         action="store_true",
@@ -94,8 +99,9 @@ def add_parser_export(subparsers) -> None:
     p.add_argument(
         "--decode-step",
         action="store_true",
-        help="onnx, a transformers causal --model DIR run on its own attention: the decode step (one token), its KV "
-        "cache as inputs and outputs, for any past length; sliding layers keep W-1 keys (--lengths not used)",
+        help="a transformers causal --model DIR run on its own attention: the decode step (one token), its KV cache "
+        "as inputs and outputs; sliding layers keep W-1 keys; onnx: any past length, executorch: up to --max-length "
+        "(default 4096); --lengths not used",
     )
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--out", default=".", help="output folder")
@@ -174,14 +180,17 @@ def run_export(args: argparse.Namespace) -> int:
     for flag, given in (
         ("--dynamic", args.dynamic),
         ("--custom-op", args.custom_op),
-        ("--decode-step", args.decode_step),
     ):
         if given and args.format != "onnx":
             print(f"error: {flag} is for --format onnx", file=sys.stderr)
             return 2
-    if args.decode_step and (args.dynamic or args.custom_op or args.model in ("encoder", "lm")):
+    if args.decode_step and (
+        args.dynamic or args.custom_op or args.model in ("encoder", "lm") or (args.int8 and args.format != "onnx")
+    ):
         print(
-            "error: --decode-step takes a transformers --model DIR, without --dynamic or --custom-op", file=sys.stderr
+            "error: --decode-step takes a transformers --model DIR, without --dynamic or --custom-op "
+            "(--int8: onnx only)",
+            file=sys.stderr,
         )
         return 2
     if args.distilled is not None or args.model not in ("encoder", "lm"):
@@ -227,14 +236,21 @@ def run_export(args: argparse.Namespace) -> int:
 
 def _export_decode_step(args: argparse.Namespace, model, name: str, out: Path) -> int:
     from sparseformer.export import quantize
-    from sparseformer.export.decode import to_onnx_decode_step
+    from sparseformer.export.decode import to_executorch_decode_step, to_onnx_decode_step
 
     t0 = time.perf_counter()
-    path = to_onnx_decode_step(model, out / f"{name}_decode_step.onnx", batch=args.batch)
-    if args.int8:
-        path = quantize.quantize_onnx(path, out / f"{name}_decode_step_int8.onnx")
+    if args.format == "executorch":
+        max_past = args.max_length or 4096
+        path = to_executorch_decode_step(model, out / f"{name}_decode_step.pte", batch=args.batch, max_past=max_past)
+        served = f"past lengths 1 to {max_past}"
+    else:
+        path = to_onnx_decode_step(model, out / f"{name}_decode_step.onnx", batch=args.batch)
+        served = "any past length"
+        if args.int8:
+            path = quantize.quantize_onnx(path, out / f"{name}_decode_step_int8.onnx")
     print(
-        f"{path}  {path.stat().st_size / MiB:.2f} MiB  decode step, batch {args.batch}  {time.perf_counter() - t0:.1f} s"
+        f"{path}  {path.stat().st_size / MiB:.2f} MiB  decode step, batch {args.batch}, {served}  "
+        f"{time.perf_counter() - t0:.1f} s"
     )
     return 0
 

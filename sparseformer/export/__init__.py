@@ -10,13 +10,14 @@ lengths with a ValueError. Transformers models are exported with the tokenizer's
 extra) are imported only when used.
 """
 
-from .decode import OnnxDecoder, to_onnx_decode_step
+from .decode import ExecuTorchDecoder, OnnxDecoder, to_executorch_decode_step, to_onnx_decode_step
 from .executorch import ExecuTorchRunner, to_executorch
 from .onnx import OnnxRunner, read_metadata, to_onnx
 from .ort_sparse import OrtSparseAttention, ort_block_csr
 from .quantize import cosine, quantize_eager, quantize_onnx, to_executorch_int8
 
 __all__ = [
+    "ExecuTorchDecoder",
     "ExecuTorchRunner",
     "OnnxDecoder",
     "OnnxRunner",
@@ -27,6 +28,7 @@ __all__ = [
     "quantize_onnx",
     "read_metadata",
     "to_executorch",
+    "to_executorch_decode_step",
     "to_executorch_int8",
     "to_onnx",
     "to_onnx_decode_step",

@@ -23,9 +23,11 @@ real, and itself. A sliding layer's step costs ``O(W)`` whatever ``P``; its cach
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -184,10 +186,10 @@ def _cache_class():
     return _Cache
 
 
-def to_onnx_decode_step(model: nn.Module, path: str | os.PathLike, *, batch: int = 1, opset_version: int = 18) -> Path:
-    """Export ``model``'s decode step (module docstring) to ``path`` for ``batch`` rows and any
-    past length ``P >= 1`` (start a sequence with one padding slot, as :class:`OnnxDecoder` does).
-    The attention runs on the portable ``gather`` backend; the file records the layers' windows."""
+@contextlib.contextmanager
+def _traced(model: nn.Module, path: str | os.PathLike, batch: int) -> Iterator[tuple[DecodeStep, tuple]]:
+    """The step of ``model`` and its example inputs (past length 7), in eval mode on the portable
+    ``gather`` backend for the duration; ValueError / TypeError for a bad ``path`` or ``batch``."""
     from ._common import portable_backend
 
     check_path(path)
@@ -195,19 +197,28 @@ def to_onnx_decode_step(model: nn.Module, path: str | os.PathLike, *, batch: int
         raise ValueError(f"batch must be a positive int, got {batch!r}")
     step = DecodeStep(model)
     inputs = step.example_inputs(batch, past_length=7, dtype=next(model.parameters()).dtype)
-    past = torch.export.Dim("past", min=1)
-    dynamic = (None, {1: past + 1}, tuple({2: past} if c is None else {} for c in step.capacities for _ in "kv"))
-    input_names, output_names = step.names()
     training = model.training
     model.eval()
     try:
         with portable_backend(step), torch.no_grad():
-            program = torch.onnx.export(
-                step, inputs, dynamo=True, opset_version=opset_version, verbose=False, dynamic_shapes=dynamic,
-                input_names=input_names, output_names=output_names,
-            )  # fmt: skip
+            yield step, inputs
     finally:
         model.train(training)
+
+
+def to_onnx_decode_step(model: nn.Module, path: str | os.PathLike, *, batch: int = 1, opset_version: int = 18) -> Path:
+    """Export ``model``'s decode step (module docstring) to ONNX at ``path`` for ``batch`` rows and
+    any past length ``P >= 1`` (start a sequence with one padding slot, as :class:`OnnxDecoder`
+    does). The attention runs on the portable ``gather`` backend; the file records the layers'
+    windows."""
+    with _traced(model, path, batch) as (step, inputs):
+        past = torch.export.Dim("past", min=1)
+        growing = tuple({2: past} if c is None else {} for c in step.capacities for _ in "kv")
+        input_names, output_names = step.names()
+        program = torch.onnx.export(
+            step, inputs, dynamo=True, opset_version=opset_version, verbose=False,
+            dynamic_shapes=(None, {1: past + 1}, growing), input_names=input_names, output_names=output_names,
+        )  # fmt: skip
     proto = program.model_proto
     meta = {"capacities": step.capacities, "kv_heads": step.kv_heads, "head_dim": step.head_dim, "batch": batch}
     proto.metadata_props.add(key=META_DECODE, value=json.dumps(meta))
@@ -220,7 +231,79 @@ def to_onnx_decode_step(model: nn.Module, path: str | os.PathLike, *, batch: int
     return atomic_write(path, write)
 
 
-class OnnxDecoder:
+def to_executorch_decode_step(
+    model: nn.Module, path: str | os.PathLike, *, batch: int = 1, max_past: int = 4096
+) -> Path:
+    """Export ``model``'s decode step (module docstring) to an ExecuTorch ``.pte`` (XNNPACK) at
+    ``path`` for ``batch`` rows and past lengths ``1 <= P <= max_past``: ExecuTorch plans its
+    memory for the longest, so the bound is part of the file (:class:`ExecuTorchDecoder` refuses
+    longer sequences). The program's constant methods record the layers' windows."""
+    from .executorch import _lower
+
+    if isinstance(max_past, bool) or not isinstance(max_past, int) or max_past < 2:
+        raise ValueError(f"max_past must be an int >= 2, got {max_past!r}")
+    with _traced(model, path, batch) as (step, inputs):
+        past = torch.export.Dim.AUTO(min=1, max=max_past)
+        growing = tuple({2: past} if c is None else {} for c in step.capacities for _ in "kv")
+        seen = torch.export.Dim.AUTO(min=2, max=max_past + 1)
+        exported = torch.export.export(step, inputs, dynamic_shapes=(None, {1: seen}, growing))
+    constants = {
+        "sparseformer_decode_capacities": [-1 if c is None else c for c in step.capacities],
+        "sparseformer_decode_max_past": max_past,
+    }
+    buffer = _lower(exported, constants)
+    return atomic_write(path, lambda tmp: tmp.write_bytes(buffer))
+
+
+class _StepDecoder:
+    """Greedy generation with an exported decode step: subclasses set ``capacities`` (None for a
+    full layer), ``kv_heads``, ``head_dim``, ``batch``, ``max_past`` (None: unbounded) and
+    ``step(*inputs) -> (logits, *present)``."""
+
+    capacities: list[int | None]
+    kv_heads: int
+    head_dim: int
+    batch: int
+    max_past: int | None
+
+    def step(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        raise NotImplementedError
+
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+        """The prompt ``input_ids`` ``[B, L]`` (left padding marked 0 in ``attention_mask``) followed
+        by ``max_new_tokens`` greedy tokens: ``[B, L + max_new_tokens]``. The prompt goes through the
+        step one token at a time, after one padding slot (the export's past length is at least 1)."""
+        b = self.batch
+        if input_ids.shape[0] != b or attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"this export takes {b} rows: input_ids and attention_mask [{b}, L], got "
+                f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}"
+            )
+        steps = input_ids.shape[1] + max_new_tokens - 1
+        if self.max_past is not None and steps > self.max_past:
+            raise ValueError(
+                f"this export serves past lengths up to {self.max_past} (max_past); a prompt of {input_ids.shape[1]} "
+                f"and {max_new_tokens} new tokens need {steps}"
+            )
+        past = []
+        for c in self.capacities:
+            shape = (b, self.kv_heads, 1 if c is None else c, self.head_dim)
+            past += [torch.zeros(shape), torch.zeros(shape)]
+        mask = torch.zeros(b, 1, dtype=torch.long)  # the padding slot
+        tokens = input_ids
+        for t in range(steps):
+            if t < input_ids.shape[1]:
+                token, real = input_ids[:, t : t + 1], attention_mask[:, t : t + 1].long()
+            else:
+                token, real = tokens[:, -1:], torch.ones(b, 1, dtype=torch.long)
+            mask = torch.cat([mask, real], dim=1)
+            logits, *past = self.step(token, mask, *past)
+            if t >= input_ids.shape[1] - 1:
+                tokens = torch.cat([tokens, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+        return tokens
+
+
+class OnnxDecoder(_StepDecoder):
     """Greedy generation with a file of :func:`to_onnx_decode_step` in ONNX Runtime."""
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
@@ -229,33 +312,30 @@ class OnnxDecoder:
         meta = read_metadata(path).get(META_DECODE)
         if meta is None:
             raise ValueError(f"{str(path)!r} is not a decode-step export (no {META_DECODE} metadata)")
-        self.meta = json.loads(meta)
+        meta = json.loads(meta)
+        self.capacities, self.kv_heads, self.head_dim = meta["capacities"], meta["kv_heads"], meta["head_dim"]
+        self.batch, self.max_past = meta["batch"], None
         self.runner = OnnxRunner(path, threads=threads)
 
-    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
-        """The prompt ``input_ids`` ``[B, L]`` (left padding marked 0 in ``attention_mask``) followed
-        by ``max_new_tokens`` greedy tokens: ``[B, L + max_new_tokens]``. The prompt goes through the
-        step one token at a time, after one padding slot (the export's past length is at least 1)."""
-        b = self.meta["batch"]
-        if input_ids.shape[0] != b or attention_mask.shape != input_ids.shape:
-            raise ValueError(
-                f"this export takes {b} rows: input_ids and attention_mask [{b}, L], got "
-                f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}"
-            )
-        past = []
-        for c in self.meta["capacities"]:
-            shape = (b, self.meta["kv_heads"], 1 if c is None else c, self.meta["head_dim"])
-            past += [torch.zeros(shape), torch.zeros(shape)]
-        mask = torch.zeros(b, 1, dtype=torch.long)  # the padding slot
-        tokens = input_ids
-        for t in range(input_ids.shape[1] + max_new_tokens - 1):
-            if t < input_ids.shape[1]:
-                token, real = input_ids[:, t : t + 1], attention_mask[:, t : t + 1].long()
-            else:
-                token, real = tokens[:, -1:], torch.ones(b, 1, dtype=torch.long)
-            mask = torch.cat([mask, real], dim=1)
-            out = self.runner(token, mask, *past)
-            logits, past = out[0], list(out[1:])
-            if t >= input_ids.shape[1] - 1:
-                tokens = torch.cat([tokens, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
-        return tokens
+    def step(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.runner(*inputs)
+
+
+class ExecuTorchDecoder(_StepDecoder):
+    """Greedy generation with a ``.pte`` of :func:`to_executorch_decode_step` in
+    ``executorch.runtime``."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        from .executorch import ExecuTorchRunner
+
+        runner = ExecuTorchRunner(path)
+        if "sparseformer_decode_capacities" not in runner.program.method_names:
+            raise ValueError(f"{str(path)!r} is not a decode-step export (no sparseformer_decode_capacities method)")
+        capacities = runner.constant("sparseformer_decode_capacities")
+        self.capacities = [None if c < 0 else int(c) for c in capacities]
+        self.max_past = int(runner.constant("sparseformer_decode_max_past")[0])
+        self.batch, self.kv_heads, _, self.head_dim = runner.input_shapes[2]
+        self.method = runner.method
+
+    def step(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.method.execute([t.contiguous() for t in inputs]))

@@ -153,17 +153,17 @@ class ExecuTorchRunner:
             raise missing_extra("executorch", e) from e
         if not Path(path).is_file():
             raise ValueError(f"path {str(path)!r} is not a file")
-        program = Runtime.get().load_program(Path(path))
-        self.method = program.load_method("forward")
-        names = program.method_names
-        self.seq_len = self._constant(program, "sparseformer_seq_len") if "sparseformer_seq_len" in names else None
-        self.seq_dim = self._constant(program, "sparseformer_seq_dim") if "sparseformer_seq_dim" in names else 1
+        self.program = Runtime.get().load_program(Path(path))
+        self.method = self.program.load_method("forward")
+        names = self.program.method_names
+        self.seq_len = int(self.constant("sparseformer_seq_len")[0]) if "sparseformer_seq_len" in names else None
+        self.seq_dim = int(self.constant("sparseformer_seq_dim")[0]) if "sparseformer_seq_dim" in names else 1
         meta = self.method.metadata
         self.input_shapes = [list(meta.input_tensor_meta(i).sizes()) for i in range(meta.num_inputs())]
 
-    @staticmethod
-    def _constant(program, name: str) -> int:
-        return int(program.load_method(name).execute([])[0])
+    def constant(self, name: str) -> list:
+        """The values of the program's constant method ``name``."""
+        return list(self.program.load_method(name).execute([]))
 
     def __call__(self, *inputs: torch.Tensor):
         inputs = check_inputs(inputs)

@@ -6,7 +6,7 @@ import pytest
 
 from sparseformer.cli.edge import add_parser_export
 from sparseformer.export import OnnxRunner
-from sparseformer.export.decode import OnnxDecoder
+from sparseformer.export.decode import ExecuTorchDecoder, OnnxDecoder
 
 pytest.importorskip("onnxruntime")
 
@@ -147,6 +147,13 @@ def test_export_transformers_model_dirs(tmp_path, capsys):
     with torch.no_grad():
         want = tiny.native("gemma3").generate(ids[:, :5], max_new_tokens=12, do_sample=False, pad_token_id=0)
     assert torch.equal(decoder.generate(ids[:, :5], torch.ones_like(ids[:, :5]), 12), want)
+    pytest.importorskip("executorch")
+    argv = ["export", "--out", str(tmp_path), "--model", str(gemma), "--decode-step", "--format", "executorch"]
+    args = ap.parse_args([*argv, "--max-length", "32"])
+    assert args.func(args) == 0
+    assert "gemma_decode_step.pte" in capsys.readouterr().out
+    pte = ExecuTorchDecoder(tmp_path / "gemma_decode_step.pte")
+    assert (pte.capacities, pte.max_past, pte.batch) == ([tiny.WINDOW - 1, None, tiny.WINDOW - 1], 32, 1)
     for argv, message in (
         (["--model", str(tmp_path)], "a transformers model directory"),
         (["--pattern", "sliding-cls"], "are for a transformers --model DIR"),

@@ -54,20 +54,26 @@ def test_every_step_equals_the_stock_model(family, tmp_path):
     with torch.no_grad():
         want = stock(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits  # [2, L, V]
     path = to_onnx_decode_step(ours, tmp_path / "step.onnx", batch=2)
-    step = DecodeStep(ours)
     runner = OnnxRunner(path)
     assert runner.input_names[:4] == ["input_ids", "attention_mask", "past_key_values.0.key", "past_key_values.0.value"]
-    kv = (2, step.kv_heads, 1, step.head_dim)
-    past = [torch.zeros(kv[:2] + ((1 if c is None else c),) + kv[3:]) for c in step.capacities for _ in "kv"]
+    _check_every_step(OnnxDecoder(path), ids, mask, want)
+    assert any(c is not None for c in DecodeStep(ours).capacities) == (family != "llama")
+
+
+def _check_every_step(decoder, ids, mask, want) -> None:
+    """Feed ``ids`` one token at a time through ``decoder.step``, the caches of one call going into
+    the next: the logits at real positions equal ``want`` within 1e-4; every sliding layer's cache
+    stays ``W - 1`` keys, every full layer's grows by one per step."""
+    kv = (2, decoder.kv_heads, 1, decoder.head_dim)
+    past = [torch.zeros(kv[:2] + ((1 if c is None else c),) + kv[3:]) for c in decoder.capacities for _ in "kv"]
     seen = torch.zeros(2, 1, dtype=torch.long)  # one padding slot: the export's past length is at least 1
     for t in range(ids.shape[1]):
         seen = torch.cat([seen, mask[:, t : t + 1]], dim=1)
-        logits, *past = runner(ids[:, t : t + 1], seen, *past)
-        for c, (k, v) in zip(step.capacities, zip(past[::2], past[1::2])):
+        logits, *past = decoder.step(ids[:, t : t + 1], seen, *past)
+        for c, (k, v) in zip(decoder.capacities, zip(past[::2], past[1::2])):
             assert k.shape == v.shape == kv[:2] + ((t + 2 if c is None else c),) + kv[3:]
         real = mask[:, t].bool()
         torch.testing.assert_close(logits[real, 0], want[real, t], atol=1e-4, rtol=0)
-    assert any(c is not None for c in step.capacities) == (family != "llama")
 
 
 def test_greedy_tokens_equal_generate_and_int8_stays_close(tmp_path):
@@ -86,6 +92,30 @@ def test_greedy_tokens_equal_generate_and_int8_stays_close(tmp_path):
     inputs = (ids[:, :1], inputs[1], *(torch.randn(t.shape) for t in inputs[2:]))
     fp32_logits, int8_logits = OnnxRunner(path)(*inputs)[0], OnnxRunner(int8)(*inputs)[0]
     assert quantize.cosine(fp32_logits, int8_logits) >= 0.99
+
+
+def test_executorch_step_and_generate(tmp_path):
+    """The same step as an ExecuTorch ``.pte`` (Mistral: every layer sliding; ``max_past`` 64):
+    every real position's logits equal the stock model's, greedy tokens equal ``generate()``'s,
+    and a sequence longer than ``max_past`` is refused before it runs."""
+    pytest.importorskip("executorch")
+    from sparseformer.export.decode import ExecuTorchDecoder, to_executorch_decode_step
+
+    stock, ours = _pair("mistral")
+    ids, mask = _left_padded(3 * tiny.WINDOW + 5, seed=4)
+    with torch.no_grad():
+        want = stock(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
+        tokens = stock.generate(
+            ids[:, :6], attention_mask=mask[:, :6], max_new_tokens=20, do_sample=False, pad_token_id=0
+        )
+    decoder = ExecuTorchDecoder(to_executorch_decode_step(ours, tmp_path / "step.pte", batch=2, max_past=64))
+    assert (decoder.capacities, decoder.max_past) == ([tiny.WINDOW - 1] * 2, 64)
+    _check_every_step(decoder, ids, mask, want)
+    assert torch.equal(decoder.generate(ids[:, :6], mask[:, :6], 20), tokens)
+    with pytest.raises(
+        ValueError, match="past lengths up to 64 \\(max_past\\); a prompt of 6 and 60 new tokens need 65"
+    ):
+        decoder.generate(ids[:, :6], mask[:, :6], 60)
 
 
 def test_refusals(tmp_path):
