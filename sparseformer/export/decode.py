@@ -1,5 +1,5 @@
-"""The decode step of a transformers decoder as an ONNX graph, its KV cache as explicit inputs and
-outputs, bounded on the sliding layers.
+"""The decode step of a transformers decoder as an ONNX graph or an ExecuTorch program, its KV
+cache as explicit inputs and outputs, bounded on the sliding layers.
 
 A model pretrained with local attention (Gemma 2/3, Mistral, Qwen2/3 with sliding layers,
 Cohere2, OLMo 3, GPT-OSS) run by :func:`sparseformer.hf.sparsify` with no pattern, or a
@@ -18,7 +18,8 @@ The new token sits at position ``attention_mask.sum(-1) - 1`` (the rotary positi
 ``generate()`` gives it) and attends the keys of its layer's window (``|i - j| <= W - 1``, the
 flash-attention convention of :func:`sparseformer.hf.native.flash_window`) that the mask marks
 real, and itself. A sliding layer's step costs ``O(W)`` whatever ``P``; its cache never grows.
-:class:`OnnxDecoder` runs the file: greedy tokens, the prompt fed one token at a time.
+:class:`OnnxDecoder` and :class:`ExecuTorchDecoder` run the files: greedy tokens, the prompt fed
+one token at a time.
 """
 
 from __future__ import annotations
