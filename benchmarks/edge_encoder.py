@@ -3,7 +3,8 @@
 latency, file size fp32 vs int8, int8 quality, peak RSS. Prints the markdown tables of docs/edge.md.
 
     .venv/bin/python benchmarks/edge_encoder.py [--lengths 1024 2048 4096] [--formats onnx executorch] [--threads 2]
-        [--dynamic]   # the sparse ONNX model as one dynamic-length file
+        [--dynamic]     # the sparse ONNX model as one dynamic-length file
+        [--custom-op]   # also the sparse model with the native kernel as a custom op (custom_op=True)
 
 The dense baseline is PyTorch's own nn.TransformerEncoderLayer with the same weights, exported by
 the same function. Each latency is measured in a fresh child process (which also gives the peak
@@ -117,6 +118,12 @@ def main() -> int:
         help="onnx: export the sparse model once, dynamic_length=True up to max(--lengths), traced at the "
         "shortest, and time that one file at every length (the dense model stays per length)",
     )
+    ap.add_argument(
+        "--custom-op",
+        action="store_true",
+        help="also export the sparse model with custom_op=True (the native kernel inside the runtime) and time it; "
+        "its int8 file is ExecuTorch only (to_executorch_int8(..., custom_op=True))",
+    )
     ap.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -138,24 +145,28 @@ def main() -> int:
         if not args.skip_int8:
             quantize.quantize_onnx(dyn, tmp / "sparse_dynamic_int8.onnx")
     jobs = [(k, L) for L in args.lengths for k in args.formats]
+    variants = [("sparse", sparse, False), ("dense", dense, False)]
+    if args.custom_op:
+        variants.insert(1, ("custom op", sparse, True))
     for kind, L in tqdm(jobs, desc="export+run", file=sys.stderr):
         x = (torch.randn(1, L, D),)
         ext = "onnx" if kind == "onnx" else "pte"
         files = {}
-        for name, model in (("sparse", sparse), ("dense", dense)):
-            f32, i8 = tmp / f"{name}_L{L}.{ext}", tmp / f"{name}_L{L}_int8.{ext}"
+        for name, model, custom_op in variants:
+            stem = name.replace(" ", "_")
+            f32, i8 = tmp / f"{stem}_L{L}.{ext}", tmp / f"{stem}_L{L}_int8.{ext}"
             if args.dynamic and kind == "onnx" and name == "sparse":
                 files[name, "fp32"] = tmp / "sparse_dynamic.onnx"
                 if not args.skip_int8:
                     files[name, "int8"] = tmp / "sparse_dynamic_int8.onnx"
                 continue
-            (to_onnx if kind == "onnx" else to_executorch)(model, x, f32)
+            (to_onnx if kind == "onnx" else to_executorch)(model, x, f32, custom_op=custom_op)
             files[name, "fp32"] = f32
-            if not args.skip_int8:
+            if not args.skip_int8 and not (custom_op and kind == "onnx"):
                 if kind == "onnx":
                     quantize.quantize_onnx(f32, i8)
                 else:
-                    quantize.to_executorch_int8(model, x, i8)
+                    quantize.to_executorch_int8(model, x, i8, custom_op=custom_op)
                 files[name, "int8"] = i8
         best = {key: float("inf") for key in files}
         peak = dict.fromkeys(files, 0)
@@ -164,12 +175,16 @@ def main() -> int:
                 r = measure(kind, f, L, args.repeat, args.threads, tmp / f"y_{key[0]}_{key[1]}.npy")
                 best[key] = min(best[key], r["min_s"])
                 peak[key] = max(peak[key], r["peak_rss"])
-        for name in ("sparse", "dense"):
-            if args.skip_int8:
+        for name, _, _ in variants:
+            if (name, "int8") not in files:
                 files[name, "int8"] = files[name, "fp32"]
                 best[name, "int8"], peak[name, "int8"] = float("nan"), float("nan")
             y32 = torch.from_numpy(np.load(tmp / f"y_{name}_fp32.npy"))
-            y8 = y32 if args.skip_int8 else torch.from_numpy(np.load(tmp / f"y_{name}_int8.npy"))
+            y8 = (
+                y32
+                if files[name, "int8"] == files[name, "fp32"]
+                else torch.from_numpy(np.load(tmp / f"y_{name}_int8.npy"))
+            )
             f32, i8 = files[name, "fp32"], files[name, "int8"]
             rows.append(
                 {
@@ -205,23 +220,38 @@ def report(rows: list[dict], args) -> None:
           f"{args.rounds} interleaved rounds; "
           f"sparse = SlidingWindow(1, unit='block') | Global(blocks=1), block 64. FLOP bound: the speed-up if "
           "time followed FLOPs (linear layers + attention over the visited tiles).\n")  # fmt: skip
+    names = list(dict.fromkeys(r["model"] for r in rows))
     for kind in dict.fromkeys(r["kind"] for r in rows):
         print(f"### {kind}: latency (fp32)\n")
-        print("| L | density | sparse ms | dense ms | speed-up | FLOP bound | sparse int8 ms | dense int8 ms |")
-        print("|---|---|---|---|---|---|---|---|")
+        if args.custom_op:
+            print("| L | density | sparse ms | custom op ms | dense ms | speed-up | custom-op speed-up | FLOP bound | "
+                  "sparse int8 ms | custom op int8 ms | dense int8 ms |")  # fmt: skip
+            print("|---|---|---|---|---|---|---|---|---|---|---|")
+        else:
+            print("| L | density | sparse ms | dense ms | speed-up | FLOP bound | sparse int8 ms | dense int8 ms |")
+            print("|---|---|---|---|---|---|---|---|")
         for L in args.lengths:
             s, d = by[(kind, L, "sparse")], by[(kind, L, "dense")]
             dens = PATTERN.compile(q_len=L, num_heads=HEADS, block_size=BS).density
-            print(f"| {L} | {dens:.3f} | {s['ms']:.1f} | {d['ms']:.1f} | {d['ms'] / s['ms']:.2f}x | {flop_bound(L):.2f}x | "
-                  f"{s['ms_int8']:.1f} | {d['ms_int8']:.1f} |")  # fmt: skip
+            if args.custom_op:
+                c = by[(kind, L, "custom op")]
+                print(f"| {L} | {dens:.3f} | {s['ms']:.1f} | {c['ms']:.1f} | {d['ms']:.1f} | {d['ms'] / s['ms']:.2f}x | "
+                      f"{d['ms'] / c['ms']:.2f}x | {flop_bound(L):.2f}x | {s['ms_int8']:.1f} | {c['ms_int8']:.1f} | "
+                      f"{d['ms_int8']:.1f} |")  # fmt: skip
+            else:
+                print(f"| {L} | {dens:.3f} | {s['ms']:.1f} | {d['ms']:.1f} | {d['ms'] / s['ms']:.2f}x | {flop_bound(L):.2f}x | "
+                      f"{s['ms_int8']:.1f} | {d['ms_int8']:.1f} |")  # fmt: skip
         print(f"\n### {kind}: files, int8 quality, peak RSS\n")
         print(
             "| L | model | fp32 MiB | int8 MiB | int8/fp32 | cosine int8 vs fp32 | peak RSS fp32 MiB | peak RSS int8 MiB |"
         )
         print("|---|---|---|---|---|---|---|---|")
         for L in args.lengths:
-            for name in ("sparse", "dense"):
+            for name in names:
                 r = by[(kind, L, name)]
+                if r["ms_int8"] != r["ms_int8"]:  # nan: no int8 file
+                    print(f"| {L} | {name} | {r['mib']:.1f} | - | - | - | {r['rss']:.0f} | - |")
+                    continue
                 print(f"| {L} | {name} | {r['mib']:.1f} | {r['mib_int8']:.1f} | {r['mib_int8'] / r['mib']:.0%} | "
                       f"{r['cos']:.5f} | {r['rss']:.0f} | {r['rss_int8']:.0f} |")  # fmt: skip
         print()

@@ -93,8 +93,9 @@ def add_parser_export(subparsers) -> None:
     p.add_argument(
         "--custom-op",
         action="store_true",
-        help="onnx: each sparse attention as one node running the native kernel (ONNX Runtime loads the "
-        "library printed; float32, per length)",
+        help="each sparse attention runs the native kernel: onnx, one custom node (ONNX Runtime loads the library "
+        "printed); executorch, one kernel call (the runtime loads the kernel library printed first); float32 "
+        "attention, per length",
     )
     p.add_argument(
         "--decode-step",
@@ -177,13 +178,9 @@ def run_export(args: argparse.Namespace) -> int:
     if not out.is_dir():
         print(f"error: --out {str(out)!r} is not a folder", file=sys.stderr)
         return 2
-    for flag, given in (
-        ("--dynamic", args.dynamic),
-        ("--custom-op", args.custom_op),
-    ):
-        if given and args.format != "onnx":
-            print(f"error: {flag} is for --format onnx", file=sys.stderr)
-            return 2
+    if args.dynamic and args.format != "onnx":
+        print("error: --dynamic is for --format onnx", file=sys.stderr)
+        return 2
     if args.decode_step and (
         args.dynamic or args.custom_op or args.model in ("encoder", "lm") or (args.int8 and args.format != "onnx")
     ):
@@ -219,18 +216,22 @@ def run_export(args: argparse.Namespace) -> int:
             else:
                 export.to_onnx(model, inputs, path, **options)
         elif args.int8:
-            quantize.to_executorch_int8(model, inputs, path)
+            quantize.to_executorch_int8(model, inputs, path, custom_op=args.custom_op)
         else:
-            export.to_executorch(model, inputs, path)
+            export.to_executorch(model, inputs, path, custom_op=args.custom_op)
         served = f"L={length}"
         if args.dynamic:
             lo, hi = json.loads(export.read_metadata(path)["sparseformer.seq_range"])
             served = f"L in [{lo}, {hi if hi is not None else 'any'}]"
         print(f"{path}  {path.stat().st_size / MiB:.2f} MiB  {served}  {time.perf_counter() - t0:.1f} s")
-    if args.custom_op:
+    if args.custom_op and args.format == "onnx":
         from sparseformer.export.ort_op import library_path
 
         print(f"custom-op library (SessionOptions.register_custom_ops_library): {library_path()}")
+    elif args.custom_op:
+        from sparseformer.export.et_op import library_path
+
+        print(f"kernel library (load it before the program's method, e.g. ctypes.CDLL): {library_path()}")
     return 0
 
 

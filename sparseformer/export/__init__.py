@@ -1,7 +1,8 @@
 """Export sparse models for edge runtimes: ONNX Runtime and ExecuTorch, fp32 and int8.
 
 The sparse attention is exported through the portable ``gather`` backend, or with
-``to_onnx(..., custom_op=True)`` as the native kernel (an ONNX Runtime custom op). Each export is
+``custom_op=True`` as the native kernel: an ONNX Runtime custom op (``to_onnx``, :mod:`.ort_op`) or
+an ExecuTorch kernel (``to_executorch`` / ``to_executorch_int8``, :mod:`.et_op`). Each export is
 valid for the sequence length it was traced with (the block layout is a constant of the graph),
 or for a range of lengths (``dynamic_length=True``, band-form patterns); the runners refuse other
 lengths with a ValueError. Transformers models are exported with the tokenizer's inputs

@@ -151,6 +151,23 @@ def portable_backend(model: nn.Module) -> contextlib.AbstractContextManager[nn.M
     return attention_backend(model, "gather")
 
 
+def native_backend(model: nn.Module) -> contextlib.AbstractContextManager[nn.Module]:
+    """Run ``model``'s sparse attention on the native ``cpu`` kernel for the duration, for the
+    ``custom_op=True`` exports: ValueError when the kernel is unavailable here or the model is not
+    float32 (the custom-op libraries' dtype)."""
+    from ..kernels import cpu
+
+    if not cpu.is_available():
+        raise ValueError(
+            f"custom_op=True traces the model on the native cpu backend, which is unavailable here: "
+            f"{cpu.unavailable_reason()}"
+        )
+    dtypes = sorted(str(p.dtype) for p in model.parameters() if p.is_floating_point() and p.dtype != torch.float32)
+    if dtypes:
+        raise ValueError(f"custom_op=True exports float32 attention only, got a model with parameters of {dtypes[0]}")
+    return attention_backend(model, "cpu")
+
+
 def check_path(path: object) -> Path:
     """``path`` as a Path whose folder exists (checked before any slow export work)."""
     if not isinstance(path, (str, os.PathLike)):

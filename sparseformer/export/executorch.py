@@ -4,10 +4,17 @@ run with ``executorch.runtime``.
 Like the ONNX export, a ``.pte`` is valid for the traced input shapes only; they are stored in
 the program (constant methods ``sparseformer_seq_len`` and ``sparseformer_seq_dim``, plus the
 method's own input metadata), and :class:`ExecuTorchRunner` refuses any other length.
+
+With ``custom_op=True`` each sparse attention is one call of the native kernel
+(``sparseformer::block_sparse_attention.out``, :mod:`sparseformer.export.et_op`) instead of the
+portable graph; the program then needs the kernel library loaded into the runtime, which
+:class:`ExecuTorchRunner` does by itself (the program says so in its constant method
+``sparseformer_custom_op``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from pathlib import Path
@@ -21,10 +28,22 @@ from ._common import (
     check_path,
     check_shapes,
     missing_extra,
+    native_backend,
     portable_backend,
     prepare,
     seq_dim_of,
 )
+
+#: The constant method that marks a program calling the native kernel (``custom_op=True``).
+CUSTOM_OP_CONSTANT = "sparseformer_custom_op"
+
+
+def trace_backend(model: nn.Module, custom_op: bool) -> contextlib.AbstractContextManager[nn.Module]:
+    """The attention backend an export traces ``model`` on: ``gather`` (the portable graph), or
+    the native kernel with ``custom_op=True`` (:func:`~sparseformer.export._common.native_backend`)."""
+    if not isinstance(custom_op, bool):
+        raise TypeError(f"custom_op must be a bool, got {type(custom_op).__name__}")
+    return native_backend(model) if custom_op else portable_backend(model)
 
 
 def _lower(exported: torch.export.ExportedProgram, constants: dict[str, int]) -> bytes:
@@ -103,13 +122,17 @@ def fold_constants(graph: torch.fx.GraphModule, inputs: tuple[torch.Tensor, ...]
     return torch.export.export(graph, inputs)
 
 
-def export_program(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.export.ExportedProgram:
-    """``torch.export`` of ``model`` in eval mode with sparse attention on ``gather``, constant
-    subgraphs folded (:func:`fold_constants`)."""
+def export_program(
+    model: nn.Module, inputs: tuple[torch.Tensor, ...], *, custom_op: bool = False
+) -> torch.export.ExportedProgram:
+    """``torch.export`` of ``model`` in eval mode with sparse attention on ``gather`` (or, with
+    ``custom_op=True``, on the native ``cpu`` backend: one ``sparseformer::block_sparse_attention``
+    call per attention), constant subgraphs folded (:func:`fold_constants`)."""
+    backend = trace_backend(model, custom_op)
     training = model.training
     model.eval()
     try:
-        with portable_backend(model), torch.no_grad():
+        with backend, torch.no_grad():
             model(*inputs)  # compiles and caches the layouts, so the trace sees them as constants
             return fold_constants(torch.export.export(model, inputs).module(), inputs)
     finally:
@@ -123,11 +146,14 @@ def to_executorch(
     *,
     seq_dim: int | None = None,
     exported: torch.export.ExportedProgram | None = None,
+    custom_op: bool = False,
 ) -> Path:
     """Export ``model`` to an ExecuTorch ``.pte`` at ``path`` (temporary name, then renamed).
 
     Arguments as :func:`sparseformer.export.to_onnx`; ``exported`` lets a caller pass an already
-    exported (e.g. quantized) program of ``model`` for these inputs. Returns the path.
+    exported (e.g. quantized) program of ``model`` for these inputs, traced with the same
+    ``custom_op``. ``custom_op=True``: each sparse attention runs the native kernel (float32;
+    the program needs :mod:`sparseformer.export.et_op`'s library in the runtime). Returns the path.
     """
     model, inputs = prepare(model, example_inputs)
     check_path(path)
@@ -135,8 +161,12 @@ def to_executorch(
     if not 0 <= seq_dim < inputs[0].dim():
         raise ValueError(f"seq_dim must index a dim of the first input (shape {tuple(inputs[0].shape)}), got {seq_dim}")
     if exported is None:
-        exported = export_program(model, inputs)
+        exported = export_program(model, inputs, custom_op=custom_op)
+    elif not isinstance(custom_op, bool):
+        raise TypeError(f"custom_op must be a bool, got {type(custom_op).__name__}")
     constants = {"sparseformer_seq_len": int(inputs[0].shape[seq_dim]), "sparseformer_seq_dim": seq_dim}
+    if custom_op:
+        constants[CUSTOM_OP_CONSTANT] = 1
     buffer = _lower(exported, constants)
     return atomic_write(path, lambda tmp: tmp.write_bytes(buffer))
 
@@ -154,8 +184,14 @@ class ExecuTorchRunner:
         if not Path(path).is_file():
             raise ValueError(f"path {str(path)!r} is not a file")
         self.program = Runtime.get().load_program(Path(path))
-        self.method = self.program.load_method("forward")
         names = self.program.method_names
+        #: The kernel library loaded for a program that calls the native kernel, else None.
+        self.kernel_library = None
+        if CUSTOM_OP_CONSTANT in names:
+            from .et_op import load_library
+
+            self.kernel_library = load_library()
+        self.method = self.program.load_method("forward")
         self.seq_len = int(self.constant("sparseformer_seq_len")[0]) if "sparseformer_seq_len" in names else None
         self.seq_dim = int(self.constant("sparseformer_seq_dim")[0]) if "sparseformer_seq_dim" in names else 1
         meta = self.method.metadata

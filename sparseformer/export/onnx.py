@@ -23,11 +23,11 @@ from torch import nn
 from ._common import (
     LENGTH_REASON,
     atomic_write,
-    attention_backend,
     check_path,
     check_shapes,
     dynamic_min_length,
     missing_extra,
+    native_backend,
     portable_backend,
     prepare,
     seq_dim_of,
@@ -114,7 +114,7 @@ def to_onnx(
         raise ValueError(f"max_length is for dynamic_length=True exports, got max_length={max_length}")
     training = model.training
     model.eval()
-    backend = attention_backend(model, "cpu") if custom_op else portable_backend(model)
+    backend = native_backend(model) if custom_op else portable_backend(model)
     table = _custom_op_table() if custom_op else None
     try:
         with backend, torch.no_grad():
@@ -150,16 +150,9 @@ def to_onnx(
 
 
 def _custom_op_table() -> dict:
-    """The translation of the native op to the custom node, or ValueError when the native CPU
-    kernel (which the trace runs once) is unavailable here."""
-    from ..kernels import cpu
+    """The translation of the native op to the custom node."""
     from .ort_op.onnx_op import translation_table
 
-    if not cpu.is_available():
-        raise ValueError(
-            f"custom_op=True traces the model on the native cpu backend, which is unavailable here: "
-            f"{cpu.unavailable_reason()}"
-        )
     return translation_table()
 
 
@@ -269,6 +262,11 @@ class OnnxRunner:
     A file that uses the custom op (``to_onnx(..., custom_op=True)``) gets the custom-op library
     registered: ``custom_ops_library`` if given, else the one :mod:`sparseformer.export.ort_op`
     builds; when it cannot be had, RuntimeError names it.
+
+    ``spinning``: whether ONNX Runtime's intra-op worker threads spin (busy-wait) between parallel
+    sections (``session.intra_op.allow_spinning``). ``None`` (default): off for a file that uses the
+    custom op, whose kernel runs on threads of its own that spinning workers would compete with for
+    the cores (docs/edge.md measures it), ONNX Runtime's default (on) otherwise.
     """
 
     def __init__(
@@ -277,6 +275,7 @@ class OnnxRunner:
         *,
         threads: int | None = None,
         custom_ops_library: str | os.PathLike | None = None,
+        spinning: bool | None = None,
     ) -> None:
         try:
             import onnxruntime as ort
@@ -288,9 +287,14 @@ class OnnxRunner:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads is not None:
             opts.intra_op_num_threads = threads
+        if spinning is not None and not isinstance(spinning, bool):
+            raise TypeError(f"spinning must be a bool or None, got {type(spinning).__name__}")
         self.custom_ops_library = _custom_op_library(Path(path), custom_ops_library) if uses_custom_op(path) else None
         if self.custom_ops_library is not None:
             opts.register_custom_ops_library(self.custom_ops_library)
+        if spinning is None:
+            spinning = self.custom_ops_library is None
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         meta = self.session.get_modelmeta().custom_metadata_map
         self.input_shapes: list[list[int | None]] | None = (

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._common import atomic_write, check_model, check_path, missing_extra, portable_backend, prepare
-from .executorch import fold_constants, to_executorch
+from ._common import atomic_write, check_model, check_path, missing_extra, prepare
+from .executorch import fold_constants, to_executorch, trace_backend
 
 
 def quantize_eager(model: nn.Module) -> nn.Module:
@@ -62,10 +62,13 @@ def to_executorch_int8(
     path: str | os.PathLike,
     *,
     seq_dim: int | None = None,
+    custom_op: bool = False,
 ) -> Path:
     """Export ``model`` to a ``.pte`` with its linear layers dynamically quantized to int8
-    (XNNPACK's symmetric per-channel dynamic config via PT2E). Returns the path."""
+    (XNNPACK's symmetric per-channel dynamic config via PT2E); ``custom_op`` as in
+    :func:`~sparseformer.export.to_executorch` (the attention stays float32). Returns the path."""
     model, inputs = prepare(model, example_inputs)
+    backend = trace_backend(model, custom_op)
     try:
         import executorch.kernels.quantized  # noqa: F401  (registers out variants of leftover q/dq ops)
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
@@ -86,7 +89,7 @@ def to_executorch_int8(
     training = model.training
     model.eval()
     try:
-        with portable_backend(model), torch.no_grad():
+        with backend, torch.no_grad():
             model(*inputs)  # caches the layouts
             graph = torch.export.export(model, inputs).module()
             quantizer = _LinearOnlyQuantizer().set_global(
@@ -97,7 +100,7 @@ def to_executorch_int8(
             exported = fold_constants(convert_pt2e(prepared), inputs)
     finally:
         model.train(training)
-    return to_executorch(model, inputs, path, seq_dim=seq_dim, exported=exported)
+    return to_executorch(model, inputs, path, seq_dim=seq_dim, exported=exported, custom_op=custom_op)
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -53,9 +53,18 @@ def test_export_onnx_custom_op(tmp_path, capsys):
     assert f"custom-op library (SessionOptions.register_custom_ops_library): {runner.custom_ops_library}" in (
         capsys.readouterr().out
     )
-    args = ap.parse_args(["export", "--custom-op", "--format", "executorch", "--out", str(tmp_path), *small])
-    assert args.func(args) == 2
-    assert "--custom-op is for --format onnx" in capsys.readouterr().err
+    pytest.importorskip("executorch")
+    from sparseformer.export import ExecuTorchRunner
+
+    args = ap.parse_args(
+        ["export", "--custom-op", "--format", "executorch", "--lengths", "48", "--out", str(tmp_path), *small]
+    )
+    assert args.func(args) == 0
+    runner = ExecuTorchRunner(tmp_path / "encoder_L48.pte")
+    assert runner.kernel_library is not None
+    assert f"kernel library (load it before the program's method, e.g. ctypes.CDLL): {runner.kernel_library}" in (
+        capsys.readouterr().out
+    )
 
 
 def test_checkpoint_of_sparseformer_train_loads_and_a_misfit_is_named(tmp_path):

@@ -156,3 +156,19 @@ def test_executorch_fp32_and_int8(tmp_path):
     want = _padded_rows_only(_expected(model, ids, mask), mask)
     torch.testing.assert_close(_padded_rows_only(fp32(ids, mask), mask), want, atol=1e-4, rtol=0)
     assert quantize.cosine(_padded_rows_only(int8(ids, mask), mask), want) >= 0.99
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt_oss"])
+def test_executorch_custom_op(family, tmp_path):
+    """The native kernel inside ExecuTorch for transformers models: padding read at run time, and
+    GPT-OSS's sinks applied on the kernel's logsumexp output."""
+    pytest.importorskip("executorch")
+    from sparseformer.export import ExecuTorchRunner, to_executorch
+
+    model = _model(family)
+    ids, mask = _inputs(family, 45, seed=10)
+    runner = ExecuTorchRunner(to_executorch(model, (ids, mask), tmp_path / "c.pte", custom_op=True))
+    assert runner.kernel_library is not None
+    ids, mask = _inputs(family, 45, seed=11)
+    want = _padded_rows_only(_expected(model, ids, mask), mask)
+    torch.testing.assert_close(_padded_rows_only(runner(ids, mask), mask), want, atol=1e-4, rtol=0)

@@ -17,7 +17,7 @@ from sparseformer.export.ort_op.onnx_op import attention_model
 from sparseformer.kernels import cpu
 from sparseformer.kernels.reference import reference_attention
 
-from .conftest import causal_lm, encoder
+from .conftest import OP_CASES, causal_lm, encoder
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -37,18 +37,7 @@ def _count_ops(path) -> int:
     return sum(n.domain == ort_op.DOMAIN and n.op_type == ort_op.OP_NAME for n in onnx.load(str(path)).graph.node)
 
 
-# Layouts that use every input and attribute of the op: partial tiles (token windows, causal),
-# random blocks (log_weight), per-head decays (slopes), per-head layouts, q_offset (Lq < Lk),
-# grouped-query heads, key padding, soft-capping.
-CASES = [
-    dict(pattern=P.SlidingWindow(1, unit="block") | P.Global(blocks=1), heads=4, kv_heads=4, causal=False),
-    dict(pattern=P.SlidingWindow(21) | P.RandomBlocks(2, seed=3), heads=4, kv_heads=2, causal=False),
-    dict(pattern=P.DistanceDecay([0.05, 0.1, 0.2, 0.4], eps=1e-3), heads=4, kv_heads=1, causal=True, softcap=5.0),
-    dict(pattern=P.PerHead(P.BlockLocal(), P.SlidingWindow(9, right=0)), heads=2, kv_heads=2, causal=True, q_less=True),
-]
-
-
-@pytest.mark.parametrize("case", CASES, ids=lambda c: repr(c["pattern"])[:40])
+@pytest.mark.parametrize("case", OP_CASES, ids=lambda c: repr(c["pattern"])[:40])
 def test_op_matches_float64_reference(case):
     g = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
     lk = int(torch.randint(40, 130, (), generator=g))

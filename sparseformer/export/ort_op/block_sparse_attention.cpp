@@ -19,57 +19,24 @@
 // Errors (bad shapes or index values) are thrown as std::exception from KernelCompute, which ONNX
 // Runtime turns into a failed Run with the message.
 
-#include <sched.h>
-
-#include <exception>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "core.h"
 #include "ort_api.h"
+#include "threads.h"
 
 namespace {
 
 using sparseformer_cpu::fail;
 using sparseformer_cpu::Problem;
+using sparseformer_cpu::ThreadExec;
+using sparseformer_cpu::available_cpus;
 
 constexpr const char* kDomain = "sparseformer.ai";
 constexpr const char* kOpName = "BlockSparseAttention";
 constexpr size_t kNumInputs = 10;
 constexpr size_t kFirstOptionalInput = 7;
-
-// The core's parallel-for on std::threads: run(t, fn) calls fn() on t threads (this one included).
-struct ThreadExec {
-  int64_t threads;
-  int64_t max_threads() const { return threads; }
-  template <typename F>
-  void run(int64_t nthreads, F&& f) const {
-    std::exception_ptr error;
-    std::mutex error_lock;
-    auto guarded = [&]() {
-      try {
-        f();
-      } catch (...) {
-        std::lock_guard<std::mutex> g(error_lock);
-        if (!error) error = std::current_exception();
-      }
-    };
-    std::vector<std::thread> pool;
-    pool.reserve(static_cast<size_t>(nthreads - 1));
-    for (int64_t t = 1; t < nthreads; ++t) pool.emplace_back(guarded);
-    guarded();
-    for (auto& th : pool) th.join();
-    if (error) std::rethrow_exception(error);
-  }
-};
-
-int64_t available_cpus() {
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
-  return std::max(1u, std::thread::hardware_concurrency());
-}
 
 // Throws the message of a failed status (and releases it); does nothing on success (nullptr).
 void check_status(const OrtApi* api, OrtStatus* status, const char* what) {
