@@ -61,7 +61,9 @@ def test_kernel_matches_float64_reference(tmp_path, case):
     keep = torch.rand(b, lk, generator=g) > 0.2
     scale, softcap = 0.4, case.get("softcap")
     method = _program(_Attention(layout, scale, softcap), (q, k, v, keep), tmp_path / "op.pte")
-    ref = reference_attention(q.double(), k.double(), v.double(), layout, key_padding_mask=keep, scale=scale, softcap=softcap)
+    ref = reference_attention(
+        q.double(), k.double(), v.double(), layout, key_padding_mask=keep, scale=scale, softcap=softcap
+    )
     for _ in range(2):  # the program's buffers are reused between calls
         (out,) = method.execute([q, k, v, keep])
         assert out.shape == (b, h, lq, dv)
