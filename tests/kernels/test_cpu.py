@@ -509,6 +509,13 @@ def test_op_called_directly_validates_indices():
         OP(*op_args(q, k, v, SimpleNamespace(**{**vars(lay), "col_idx": bad}), 0.3))
     with pytest.raises(ValueError, match="scale must be finite"):
         OP(*op_args(q, k, v, lay, math.inf))
+    # shapes too (core.h's set_sizes / set_layout_sizes, shared with the ONNX Runtime and ExecuTorch front-ends)
+    with pytest.raises(ValueError, match=r"k must be \[B, Hk, Lk, D\] = \[1, Hk, Lk, 8\] to match q \[1, 2, 40, 8\]"):
+        OP(*op_args(q, k[..., :4], v, lay, 0.3))
+    with pytest.raises(ValueError, match=r"v must be \[B, Hk, Lk, Dv\] = \[1, 2, 40, Dv\]"):
+        OP(*op_args(q, k, v[:, :, :30], lay, 0.3))
+    with pytest.raises(ValueError, match=r"row_ptr must have shape \[layout_heads \* nq \+ 1\] = \[4\]"):
+        OP(*op_args(q, k, v, SimpleNamespace(**{**vars(lay), "row_ptr": lay.row_ptr[:-1]}), 0.3))
 
 
 def test_dispatcher_uses_cpu_backend():

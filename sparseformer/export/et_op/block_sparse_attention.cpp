@@ -46,10 +46,15 @@ using sparseformer_cpu::Problem;
 constexpr const char* kOpName = "sparseformer::block_sparse_attention.out";
 constexpr size_t kNumArgs = 17;  // 15 inputs, out, lse (the emitter may append the outputs' list)
 
+std::vector<int64_t> sizes(const Tensor& t) {
+  std::vector<int64_t> s(static_cast<size_t>(t.dim()));
+  for (ssize_t i = 0; i < t.dim(); ++i) s[static_cast<size_t>(i)] = t.size(i);
+  return s;
+}
+
 std::string shape_str(const Tensor& t) {
-  std::string s = "[";
-  for (ssize_t i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
-  return s + "]";
+  const auto s = sizes(t);
+  return sparseformer_cpu::dims_str(s.data(), static_cast<int>(s.size()));
 }
 
 // t, checked to be a contiguous tensor of the given dtype and rank.
@@ -84,17 +89,7 @@ void run(Span<EValue*> stack) {
   const Tensor& k = tensor(*stack[1], "k", ScalarType::Float, 4);
   const Tensor& v = tensor(*stack[2], "v", ScalarType::Float, 4);
   Problem p{};
-  p.B = q.size(0);
-  p.H = q.size(1);
-  p.Lq = q.size(2);
-  p.D = q.size(3);
-  p.Hk = k.size(1);
-  p.Lk = k.size(2);
-  p.Dv = v.size(3);
-  SF_REQUIRE(k.size(0) == p.B && k.size(3) == p.D, "k must be [B, Hk, Lk, D] = [", p.B, ", Hk, Lk, ", p.D,
-             "] to match q ", shape_str(q), ", got ", shape_str(k));
-  SF_REQUIRE(v.size(0) == p.B && v.size(1) == p.Hk && v.size(2) == p.Lk, "v must be [B, Hk, Lk, Dv] = [", p.B, ", ",
-             p.Hk, ", ", p.Lk, ", Dv] to match k ", shape_str(k), ", got ", shape_str(v));
+  sparseformer_cpu::set_sizes(p, sizes(q).data(), sizes(k).data(), sizes(v).data());
   p.bs = stack[10]->toInt();
   p.Hl = stack[11]->toInt();
   p.q_offset = stack[12]->toInt();
@@ -107,15 +102,7 @@ void run(Span<EValue*> stack) {
   const Tensor& col_idx = tensor(*stack[4], "col_idx", ScalarType::Long, 1);
   const Tensor& mask_id = tensor(*stack[5], "mask_id", ScalarType::Long, 1);
   const Tensor& masks = tensor(*stack[6], "masks", ScalarType::Bool, 3);
-  const int64_t rows = p.Hl * p.nq;
-  SF_REQUIRE(row_ptr.size(0) == rows + 1, "row_ptr must have shape [layout_heads * nq + 1] = [", rows + 1,
-             "] (layout_heads = ", p.Hl, ", nq = ceil(", p.Lq, " / ", p.bs, ") = ", p.nq, "), got ", shape_str(row_ptr));
-  p.nnz = col_idx.size(0);
-  SF_REQUIRE(mask_id.size(0) == p.nnz, "mask_id must have shape [nnz] = [", p.nnz, "] like col_idx, got ",
-             shape_str(mask_id));
-  SF_REQUIRE(masks.size(1) == p.bs && masks.size(2) == p.bs, "masks must have shape [P, block_size, block_size] = [P, ",
-             p.bs, ", ", p.bs, "], got ", shape_str(masks));
-  p.P = masks.size(0);
+  sparseformer_cpu::set_layout_sizes(p, row_ptr.size(0), col_idx.size(0), mask_id.size(0), sizes(masks).data());
   p.row_ptr = row_ptr.const_data_ptr<int64_t>();
   p.col_idx = col_idx.const_data_ptr<int64_t>();
   p.mask_id = mask_id.const_data_ptr<int64_t>();

@@ -74,9 +74,7 @@ T* data_of(const OrtApi* api, const OrtValue* value) {
 }
 
 std::string shape_str(const std::vector<int64_t>& s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
+  return sparseformer_cpu::dims_str(s.data(), static_cast<int>(s.size()));
 }
 
 struct Kernel {
@@ -143,17 +141,7 @@ void compute(void* op_kernel, OrtKernelContext* ctx) {
   SF_REQUIRE(ks.size() == 4, "k must be 4-D [B, Hk, Lk, D], got shape ", shape_str(ks));
   SF_REQUIRE(vs.size() == 4, "v must be 4-D [B, Hk, Lk, Dv], got shape ", shape_str(vs));
   Problem p{};
-  p.B = qs[0];
-  p.H = qs[1];
-  p.Lq = qs[2];
-  p.D = qs[3];
-  p.Hk = ks[1];
-  p.Lk = ks[2];
-  p.Dv = vs[3];
-  SF_REQUIRE(ks[0] == p.B && ks[3] == p.D, "k must be [B, Hk, Lk, D] = [", p.B, ", Hk, Lk, ", p.D,
-             "] to match q ", shape_str(qs), ", got ", shape_str(ks));
-  SF_REQUIRE(vs[0] == p.B && vs[1] == p.Hk && vs[2] == p.Lk, "v must be [B, Hk, Lk, Dv] = [", p.B, ", ", p.Hk,
-             ", ", p.Lk, ", Dv] to match k ", shape_str(ks), ", got ", shape_str(vs));
+  sparseformer_cpu::set_sizes(p, qs.data(), ks.data(), vs.data());
   p.bs = K.block_size;
   p.Hl = K.layout_heads;
   p.q_offset = K.q_offset;
@@ -164,16 +152,11 @@ void compute(void* op_kernel, OrtKernelContext* ctx) {
   const OrtValue *row_ptr = input(3), *col_idx = input(4), *mask_id = input(5), *masks = input(6);
   const auto rs = shape_of(api, row_ptr), cs = shape_of(api, col_idx), ms = shape_of(api, mask_id),
              ps = shape_of(api, masks);
-  const int64_t rows = p.Hl * p.nq;
-  SF_REQUIRE(rs.size() == 1 && rs[0] == rows + 1, "row_ptr must have shape [layout_heads * nq + 1] = [", rows + 1,
-             "] (layout_heads = ", p.Hl, ", nq = ceil(", p.Lq, " / ", p.bs, ") = ", p.nq, "), got ", shape_str(rs));
+  SF_REQUIRE(rs.size() == 1, "row_ptr must be 1-D, got shape ", shape_str(rs));
   SF_REQUIRE(cs.size() == 1, "col_idx must be 1-D, got shape ", shape_str(cs));
-  p.nnz = cs[0];
-  SF_REQUIRE(ms.size() == 1 && ms[0] == p.nnz, "mask_id must have shape [nnz] = [", p.nnz, "] like col_idx, got ",
-             shape_str(ms));
-  SF_REQUIRE(ps.size() == 3 && ps[1] == p.bs && ps[2] == p.bs,
-             "masks must have shape [P, block_size, block_size] = [P, ", p.bs, ", ", p.bs, "], got ", shape_str(ps));
-  p.P = ps[0];
+  SF_REQUIRE(ms.size() == 1, "mask_id must be 1-D, got shape ", shape_str(ms));
+  SF_REQUIRE(ps.size() == 3, "masks must be 3-D [P, block_size, block_size], got shape ", shape_str(ps));
+  sparseformer_cpu::set_layout_sizes(p, rs[0], cs[0], ms[0], ps.data());
   p.row_ptr = data_of<const int64_t>(api, row_ptr);
   p.col_idx = data_of<const int64_t>(api, col_idx);
   p.mask_id = data_of<const int64_t>(api, mask_id);

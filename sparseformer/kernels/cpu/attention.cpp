@@ -87,19 +87,7 @@ static Problem make_problem(const Tensor& q, const Tensor& k, const Tensor& v, c
   SF_CHECK(k.scalar_type() == st, "k must have the dtype of q (", st, "), got ", k.scalar_type());
   SF_CHECK(v.scalar_type() == st, "v must have the dtype of q (", st, "), got ", v.scalar_type());
   Problem p{};
-  p.B = q.size(0);
-  p.H = q.size(1);
-  p.Lq = q.size(2);
-  p.D = q.size(3);
-  p.Hk = k.size(1);
-  p.Lk = k.size(2);
-  p.Dv = v.size(3);
-  SF_CHECK(k.size(0) == p.B && k.size(3) == p.D,
-           "k must be [B, Hk, Lk, D] = [", p.B, ", Hk, Lk, ", p.D, "] to match q ", shape_str(q), ", got ",
-           shape_str(k));
-  SF_CHECK(v.size(0) == p.B && v.size(1) == p.Hk && v.size(2) == p.Lk,
-           "v must be [B, Hk, Lk, Dv] = [", p.B, ", ", p.Hk, ", ", p.Lk, ", Dv] to match k ", shape_str(k),
-           ", got ", shape_str(v));
+  set_sizes(p, q.sizes().data(), k.sizes().data(), v.sizes().data());
   p.bs = block_size;
   p.Hl = layout_heads;
   p.q_offset = q_offset;

@@ -141,6 +141,44 @@ template <typename... Args>
     if (!(cond)) ::sparseformer_cpu::fail(__VA_ARGS__); \
   } while (0)
 
+// "[d0, d1, ...]" of n dims, for messages.
+inline std::string dims_str(const int64_t* d, int n) {
+  std::string s = "[";
+  for (int i = 0; i < n; ++i) s += (i ? ", " : "") + std::to_string(d[i]);
+  return s + "]";
+}
+
+// Fills p's sizes from a front-end's 4-D shapes q [B, H, Lq, D], k [B, Hk, Lk, D] and
+// v [B, Hk, Lk, Dv], checking that they agree.
+inline void set_sizes(Problem& p, const int64_t* qs, const int64_t* ks, const int64_t* vs) {
+  p.B = qs[0];
+  p.H = qs[1];
+  p.Lq = qs[2];
+  p.D = qs[3];
+  p.Hk = ks[1];
+  p.Lk = ks[2];
+  p.Dv = vs[3];
+  SF_REQUIRE(ks[0] == p.B && ks[3] == p.D, "k must be [B, Hk, Lk, D] = [", p.B, ", Hk, Lk, ", p.D, "] to match q ",
+             dims_str(qs, 4), ", got ", dims_str(ks, 4));
+  SF_REQUIRE(vs[0] == p.B && vs[1] == p.Hk && vs[2] == p.Lk, "v must be [B, Hk, Lk, Dv] = [", p.B, ", ", p.Hk, ", ",
+             p.Lk, ", Dv] to match k ", dims_str(ks, 4), ", got ", dims_str(vs, 4));
+}
+
+// After check_sizes: checks the lengths of a front-end's layout tensors, 1-D row_ptr [Hl * nq + 1],
+// col_idx [nnz], mask_id [nnz] and 3-D masks [P, bs, bs] (masks_shape: 3 values), and sets nnz and P.
+inline void set_layout_sizes(Problem& p, int64_t row_ptr_len, int64_t col_idx_len, int64_t mask_id_len,
+                             const int64_t* masks_shape) {
+  const int64_t rows = p.Hl * p.nq;
+  SF_REQUIRE(row_ptr_len == rows + 1, "row_ptr must have shape [layout_heads * nq + 1] = [", rows + 1,
+             "] (layout_heads = ", p.Hl, ", nq = ceil(", p.Lq, " / ", p.bs, ") = ", p.nq, "), got [", row_ptr_len, "]");
+  p.nnz = col_idx_len;
+  SF_REQUIRE(mask_id_len == p.nnz, "mask_id must have shape [nnz] = [", p.nnz, "] like col_idx, got [", mask_id_len,
+             "]");
+  SF_REQUIRE(masks_shape[1] == p.bs && masks_shape[2] == p.bs, "masks must have shape [P, block_size, block_size] = [P, ",
+             p.bs, ", ", p.bs, "], got ", dims_str(masks_shape, 3));
+  p.P = masks_shape[0];
+}
+
 // Checks the sizes and scalars of p (B, H, Hk, Lq, Lk, D, Dv, bs, Hl, scale, softcap; softcap_given:
 // the caller passed one, which must then be positive and finite) and fills group, nq and nk.
 inline void check_sizes(Problem& p, bool softcap_given) {
