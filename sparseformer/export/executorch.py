@@ -6,7 +6,7 @@ the program (constant methods ``sparseformer_seq_len`` and ``sparseformer_seq_di
 method's own input metadata), and :class:`ExecuTorchRunner` refuses any other length.
 
 With ``custom_op=True`` each sparse attention is one call of the native kernel
-(``sparseformer::block_sparse_attention.out``, :mod:`sparseformer.export.et_op`) instead of the
+(``sparseformer_et::block_sparse_attention.out``, :mod:`sparseformer.export.et_op`) instead of the
 portable graph; the program then needs the kernel library loaded into the runtime, which
 :class:`ExecuTorchRunner` does by itself (the program says so in its constant method
 ``sparseformer_custom_op``).
@@ -166,6 +166,9 @@ def to_executorch(
         raise TypeError(f"custom_op must be a bool, got {type(custom_op).__name__}")
     constants = {"sparseformer_seq_len": int(inputs[0].shape[seq_dim]), "sparseformer_seq_dim": seq_dim}
     if custom_op:
+        from .et_op.ops import use_et_op
+
+        use_et_op(exported)
         constants[CUSTOM_OP_CONSTANT] = 1
     buffer = _lower(exported, constants)
     return atomic_write(path, lambda tmp: tmp.write_bytes(buffer))

@@ -12,6 +12,7 @@ from torch import nn
 
 from sparseformer import patterns as P
 from sparseformer.export import ExecuTorchRunner, et_op, to_executorch, to_executorch_int8
+from sparseformer.export.et_op.ops import use_et_op
 from sparseformer.export.quantize import cosine
 from sparseformer.files import write_atomic
 from sparseformer.kernels import cpu
@@ -23,7 +24,7 @@ pytest.importorskip("executorch")
 if not cpu.is_available():
     pytest.skip(f"the native cpu kernel is unavailable: {cpu.unavailable_reason()}", allow_module_level=True)
 
-KERNEL = b"sparseformer::block_sparse_attention"  # the operator name, as the .pte stores it (overload apart)
+KERNEL = b"sparseformer_et::block_sparse_attention"  # the operator name, as the .pte stores it (overload apart)
 
 
 class _Attention(nn.Module):
@@ -42,7 +43,9 @@ def _program(module: nn.Module, inputs: tuple, path) -> "object":
     from executorch.exir import to_edge
     from executorch.runtime import Runtime
 
-    buffer = to_edge(torch.export.export(module, inputs)).to_executorch().buffer
+    exported = torch.export.export(module, inputs)
+    assert use_et_op(exported) == 1
+    buffer = to_edge(exported).to_executorch().buffer
     write_atomic(path, lambda tmp: open(tmp, "wb").write(buffer))
     et_op.load_library()
     return Runtime.get().load_program(path).load_method("forward")
@@ -160,7 +163,7 @@ except RuntimeError:
         raise RuntimeError("no C++ compiler found")
 
     monkeypatch.setattr(et_op, "library_path", no_compiler)
-    with pytest.raises(RuntimeError, match=r"block_sparse_attention\.out.*cannot be built.*no C\+\+"):
+    with pytest.raises(RuntimeError, match=r"sparseformer_et::block_sparse_attention\.out.*cannot be built.*no C\+\+"):
         ExecuTorchRunner(path)
 
 

@@ -2,8 +2,8 @@
 
 ``block_sparse_attention.cpp`` is an ExecuTorch front-end over the same C++ core as the PyTorch
 ``cpu`` backend and the ONNX Runtime op (``sparseformer/kernels/cpu/core.h``); no copy of the
-kernel. Loading the library registers the kernel ``sparseformer::block_sparse_attention.out`` (its
-arguments are listed at the top of the C++ file) into the ExecuTorch runtime of the installed
+kernel. Loading the library registers the kernel ``sparseformer_et::block_sparse_attention.out`` (its
+arguments are listed at the top of the C++ file; :mod:`.ops` defines the op in PyTorch) into the ExecuTorch runtime of the installed
 ``executorch`` wheel. :func:`library_path` builds it on first use (see :mod:`.build`);
 :func:`load_library` builds and loads it, and :class:`~sparseformer.export.ExecuTorchRunner` calls it
 for programs exported with ``to_executorch(..., custom_op=True)``. Any other process loads it
@@ -15,7 +15,7 @@ before loading such a program's method, with nothing from sparseformer:
 >>> method = Runtime.get().load_program("enc_op.pte").load_method("forward")   # doctest: +SKIP
 
 A runtime without the library refuses such a program when loading its method, with ExecuTorch's
-own message naming ``sparseformer::block_sparse_attention.out`` as a missing operator.
+own message naming ``sparseformer_et::block_sparse_attention.out`` as a missing operator.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 from .build import build_directory, executorch_root, library_path
 
 #: The name of the kernel the library registers.
-KERNEL_NAME = "sparseformer::block_sparse_attention.out"
+KERNEL_NAME = "sparseformer_et::block_sparse_attention.out"
 
 __all__ = ["KERNEL_NAME", "build_directory", "executorch_root", "library_path", "load_library"]
 

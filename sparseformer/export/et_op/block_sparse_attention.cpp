@@ -3,9 +3,10 @@
 // registry of the ExecuTorch runtime it links against (libexecutorch.so of the executorch wheel,
 // the one its Python runtime uses).
 //
-// Kernel sparseformer::block_sparse_attention.out, the out variant of the PyTorch op
-// sparseformer::block_sparse_attention (sparseformer/kernels/cpu/ops.py), which to_executorch()
-// puts in a program in place of the functional op. Its arguments, in the order of the schema:
+// Kernel sparseformer_et::block_sparse_attention.out, the out variant of the PyTorch op
+// sparseformer_et::block_sparse_attention (et_op/ops.py: the native op sparseformer::block_sparse_attention
+// under the name a custom_op=True program calls), which to_executorch() puts in a program in place
+// of the functional op. Its arguments, in the order of the schema:
 //   0 q [B, H, Lq, D] float32, 1 k [B, Hk, Lk, D] float32, 2 v [B, Hk, Lk, Dv] float32,
 //   3 row_ptr [layout_heads * nq + 1] int64, 4 col_idx [nnz] int64, 5 mask_id [nnz] int64,
 //   6 masks [P, block_size, block_size] bool,
@@ -43,7 +44,7 @@ using executorch::runtime::KernelRuntimeContext;
 using executorch::runtime::Span;
 using sparseformer_cpu::Problem;
 
-constexpr const char* kOpName = "sparseformer::block_sparse_attention.out";
+constexpr const char* kOpName = "sparseformer_et::block_sparse_attention.out";
 constexpr size_t kNumArgs = 17;  // 15 inputs, out, lse (the emitter may append the outputs' list)
 
 std::vector<int64_t> sizes(const Tensor& t) {

@@ -226,30 +226,3 @@ def _backward(ctx, grad_out, grad_lse):
 
 
 block_sparse_attention.register_autograd(_backward, setup_context=_setup_context)
-
-
-# The out variant ExecuTorch needs: to_executorch() replaces each functional call by the overload
-# ``.out`` of the same op, whose kernel (sparseformer/export/et_op) writes into outputs that the
-# program's memory plan allocates. Here it is the functional op plus a copy, for tracing and for
-# running the edge program in PyTorch.
-_out_library = torch.library.Library("sparseformer", "FRAGMENT")
-_out_library.define(
-    "block_sparse_attention.out(Tensor q, Tensor k, Tensor v, Tensor row_ptr, Tensor col_idx, Tensor mask_id, "
-    "Tensor masks, Tensor? log_weight, Tensor? slopes, Tensor? key_padding_mask, SymInt block_size, SymInt layout_heads, "
-    "SymInt q_offset, float scale, float? softcap=None, *, Tensor(a!) out, Tensor(b!) lse) -> (Tensor(a!), Tensor(b!))"
-)
-
-
-def _block_sparse_attention_out(*args, out: Tensor, lse: Tensor) -> tuple[Tensor, Tensor]:
-    o, s = block_sparse_attention(*args)
-    out.resize_(o.shape).copy_(o)
-    lse.resize_(s.shape).copy_(s)
-    return out, lse
-
-
-def _block_sparse_attention_out_meta(*args, out: Tensor, lse: Tensor) -> tuple[Tensor, Tensor]:
-    return out, lse
-
-
-_out_library.impl("block_sparse_attention.out", _block_sparse_attention_out, "CPU")
-_out_library.impl("block_sparse_attention.out", _block_sparse_attention_out_meta, "Meta")
