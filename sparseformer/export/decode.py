@@ -161,8 +161,9 @@ def _cache_class():
         def update(self, key_states, value_states, *args, **kwargs):
             keys = torch.cat([self.keys, key_states], dim=-2)  # [B, Hk, n + 1, D]
             values = torch.cat([self.values, value_states], dim=-2)
-            cut = 1 if self.is_sliding else 0
-            self.present_keys, self.present_values = keys[:, :, cut:], values[:, :, cut:]
+            self.present_keys, self.present_values = keys, values
+            if self.is_sliding:  # (a full layer's slice [:, :, 0:] would be a copy of the cache in ExecuTorch)
+                self.present_keys, self.present_values = keys[:, :, 1:], values[:, :, 1:]
             return keys, values
 
         def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
