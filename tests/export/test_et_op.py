@@ -38,7 +38,7 @@ class _Attention(nn.Module):
         return cpu.attention(q, k, v, self.layout, key_padding_mask=keep, scale=self.scale, softcap=self.softcap)
 
 
-def _program(module: nn.Module, inputs: tuple, path) -> "object":
+def _program(module: nn.Module, inputs: tuple, path):
     """``module`` as a .pte (no delegate: the kernel is the program's one operator), loaded."""
     from executorch.exir import to_edge
     from executorch.runtime import Runtime
