@@ -240,6 +240,7 @@ def to_executorch_decode_step(
     ``path`` for ``batch`` rows and past lengths ``1 <= P <= max_past``: ExecuTorch plans its
     memory for the longest, so the bound is part of the file (:class:`ExecuTorchDecoder` refuses
     longer sequences). The program's constant methods record the layers' windows."""
+    from ..kernels.reference import bmm_products
     from .executorch import _lower
 
     if isinstance(max_past, bool) or not isinstance(max_past, int) or max_past < 2:
@@ -248,7 +249,8 @@ def to_executorch_decode_step(
         past = torch.export.Dim.AUTO(min=1, max=max_past)
         growing = tuple({2: past} if c is None else {} for c in step.capacities for _ in "kv")
         seen = torch.export.Dim.AUTO(min=2, max=max_past + 1)
-        exported = torch.export.export(step, inputs, dynamic_shapes=(None, {1: seen}, growing))
+        with bmm_products():  # (ExecuTorch copies a 4-D matmul's operands: here, the caches)
+            exported = torch.export.export(step, inputs, dynamic_shapes=(None, {1: seen}, growing))
     constants = {
         "sparseformer_decode_capacities": [-1 if c is None else c for c in step.capacities],
         "sparseformer_decode_max_past": max_past,

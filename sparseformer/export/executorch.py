@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..kernels.reference import bmm_products
 from ._common import (
     atomic_write,
     check_inputs,
@@ -132,7 +133,7 @@ def export_program(
     training = model.training
     model.eval()
     try:
-        with backend, torch.no_grad():
+        with backend, torch.no_grad(), bmm_products():
             model(*inputs)  # compiles and caches the layouts, so the trace sees them as constants
             return fold_constants(torch.export.export(model, inputs).module(), inputs)
     finally:

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..kernels.reference import bmm_products
 from ._common import atomic_write, check_model, check_path, missing_extra, prepare
 from .executorch import fold_constants, to_executorch, trace_backend
 
@@ -89,7 +90,7 @@ def to_executorch_int8(
     training = model.training
     model.eval()
     try:
-        with backend, torch.no_grad():
+        with backend, torch.no_grad(), bmm_products():
             model(*inputs)  # caches the layouts
             graph = torch.export.export(model, inputs).module()
             quantizer = _LinearOnlyQuantizer().set_global(

@@ -3,9 +3,30 @@ kernel; O(L²) time and memory by design, and written independently of the fast 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 from ..layout import BlockLayout
+
+_bmm_products = False  # set within bmm_products()
+
+
+@contextlib.contextmanager
+def bmm_products() -> Iterator[None]:
+    """Within the block, :func:`masked_attention` multiplies with 3-D ``torch.bmm`` on reshaped
+    views instead of 4-D matmuls: the same values, another graph. The ExecuTorch exports trace
+    with it: ExecuTorch's edge dialect turns each operand of a 4-D matmul into an ``expand_copy``
+    (for a decode step's full layers, a copy of the whole KV cache) and transposes K with a copy.
+    The ONNX exports must not: torch.onnx's graph optimizer fuses ``Reshape -> MatMul -> Reshape``
+    into one broadcasting MatMul that pairs the wrong batches (docs/edge.md, the decode step)."""
+    global _bmm_products
+    saved, _bmm_products = _bmm_products, True
+    try:
+        yield
+    finally:
+        _bmm_products = saved
 
 
 def reference_attention(
@@ -51,7 +72,12 @@ def masked_attention(
     group = h // hk  # query head i reads key/value head i // group; grouped, not copied
     if key_padding_mask is not None:
         mask = mask & key_padding_mask[:, None, None, :]
-    scores = (q.reshape(b, hk, group * lq, d) @ k.transpose(-1, -2)).reshape(b, h, lq, lk) * scale
+    qg = q.reshape(b, hk, group * lq, d)
+    if _bmm_products:  # (see bmm_products)
+        scores = torch.bmm(qg.reshape(b * hk, group * lq, d), k.reshape(b * hk, lk, d).transpose(1, 2))
+    else:
+        scores = qg @ k.transpose(-1, -2)
+    scores = scores.reshape(b, h, lq, lk) * scale
     if softcap is not None:
         scores = softcap * torch.tanh(scores / softcap)
     if bias is not None:
@@ -64,4 +90,9 @@ def masked_attention(
     p = torch.where(seen, p, torch.zeros_like(p))  # a row with no key gives 0
     if dropout_p > 0:
         p = torch.nn.functional.dropout(p, dropout_p)
-    return (p.reshape(b, hk, group * lq, lk) @ v).reshape(b, h, lq, v.shape[-1])
+    pg = p.reshape(b, hk, group * lq, lk)
+    if _bmm_products:
+        out = torch.bmm(pg.reshape(b * hk, group * lq, lk), v.reshape(b * hk, lk, v.shape[-1]))
+    else:
+        out = pg @ v
+    return out.reshape(b, h, lq, v.shape[-1])
