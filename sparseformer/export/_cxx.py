@@ -46,7 +46,8 @@ BASE_FLAGS = (
 
 class CxxLibrary:
     """One custom-op library: ``what`` names it in messages; ``flags()`` gives the extra compiler
-    and linker arguments (called at build time, so a missing dependency is reported then)."""
+    and linker arguments (called at build time, so a missing dependency is reported then);
+    ``libs`` the libraries to link (``-l...``, placed after the source)."""
 
     def __init__(
         self,
@@ -57,10 +58,11 @@ class CxxLibrary:
         env_dir: str,
         subdir: str,
         flags: Callable[[], list[str]] = list,
+        libs: Sequence[str] = (),
     ) -> None:
         self.what, self.stem, self.source = what, stem, source
         self.headers = (*headers, *_KERNEL_HEADERS)
-        self.env_dir, self.subdir, self.flags = env_dir, subdir, flags
+        self.env_dir, self.subdir, self.flags, self.libs = env_dir, subdir, flags, tuple(libs)
         self._lock = threading.Lock()
         self._built: Path | None = None
 
@@ -103,14 +105,11 @@ class CxxLibrary:
             cxx = self._compiler()
             flags = [*BASE_FLAGS, f"-I{KERNEL}", *self.flags()]
             folder = self.build_directory()
-            target = folder / f"{self.stem}_{self._digest(cxx, flags)}.so"
+            target = folder / f"{self.stem}_{self._digest(cxx, [*flags, *self.libs])}.so"
             if not target.is_file():
                 folder.mkdir(parents=True, exist_ok=True)
                 tmp = folder / f".{target.name}.{os.getpid()}.tmp"
-                # sources before the libraries they need (-l... come last, in flags)
-                compile_flags = [f for f in flags if not f.startswith(("-l", "-L", "-Wl,"))]
-                link_flags = [f for f in flags if f.startswith(("-l", "-L", "-Wl,"))]
-                cmd = [cxx, *compile_flags, str(self.source), "-o", str(tmp), *link_flags]
+                cmd = [cxx, *flags, str(self.source), "-o", str(tmp), *self.libs]  # libraries after the source
                 log.info("sparseformer: building the %s %s", self.what, target)
                 t0 = time.perf_counter()
                 try:

@@ -47,7 +47,6 @@ def _flags() -> list[str]:
         f"-I{c10}",
         f"-L{lib}",
         f"-Wl,-rpath,{lib}",
-        "-lexecutorch",
     ]
 
 
@@ -59,6 +58,7 @@ _LIBRARY = CxxLibrary(
     env_dir="SPARSEFORMER_ET_OP_DIR",
     subdir="et_op",
     flags=_flags,
+    libs=("-lexecutorch",),
 )
 
 
