@@ -121,8 +121,8 @@ def main() -> int:
     ap.add_argument(
         "--custom-op",
         action="store_true",
-        help="also export the sparse model with custom_op=True (the native kernel inside the runtime) and time it; "
-        "its int8 file is ExecuTorch only (to_executorch_int8(..., custom_op=True))",
+        help="also export the sparse model with custom_op=True (the native kernel inside the runtime) and time it, "
+        "fp32 and int8 (quantize_onnx of its file; to_executorch_int8(..., custom_op=True))",
     )
     ap.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -162,7 +162,7 @@ def main() -> int:
                 continue
             (to_onnx if kind == "onnx" else to_executorch)(model, x, f32, custom_op=custom_op)
             files[name, "fp32"] = f32
-            if not args.skip_int8 and not (custom_op and kind == "onnx"):
+            if not args.skip_int8:
                 if kind == "onnx":
                     quantize.quantize_onnx(f32, i8)
                 else:

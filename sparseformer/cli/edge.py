@@ -104,6 +104,13 @@ def add_parser_export(subparsers) -> None:
         "as inputs and outputs; sliding layers keep W-1 keys; onnx: any past length, executorch: up to --max-length "
         "(default 4096); --lengths not used",
     )
+    p.add_argument(
+        "--prefill",
+        type=int,
+        metavar="C",
+        help="with --decode-step: also a prefill file that reads a prompt C >= 2 tokens per call into the caches "
+        "(OnnxDecoder / ExecuTorchDecoder(step, prefill=file))",
+    )
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--out", default=".", help="output folder")
     p.add_argument("--checkpoint", help="safetensors state dict to load (default: random weights)")
@@ -181,13 +188,12 @@ def run_export(args: argparse.Namespace) -> int:
     if args.dynamic and args.format != "onnx":
         print("error: --dynamic is for --format onnx", file=sys.stderr)
         return 2
-    if args.decode_step and (
-        args.dynamic or args.custom_op or args.model in ("encoder", "lm") or (args.int8 and args.format != "onnx")
-    ):
+    if args.prefill is not None and (not args.decode_step or args.prefill < 2):
+        print(f"error: --prefill takes --decode-step and a chunk C >= 2, got {args.prefill}", file=sys.stderr)
+        return 2
+    if args.decode_step and (args.dynamic or args.custom_op or args.model in ("encoder", "lm")):
         print(
-            "error: --decode-step takes a transformers --model DIR, without --dynamic or --custom-op "
-            "(--int8: onnx only)",
-            file=sys.stderr,
+            "error: --decode-step takes a transformers --model DIR, without --dynamic or --custom-op", file=sys.stderr
         )
         return 2
     if args.distilled is not None or args.model not in ("encoder", "lm"):
@@ -239,20 +245,27 @@ def _export_decode_step(args: argparse.Namespace, model, name: str, out: Path) -
     from sparseformer.export import quantize
     from sparseformer.export.decode import to_executorch_decode_step, to_onnx_decode_step
 
-    t0 = time.perf_counter()
-    if args.format == "executorch":
-        max_past = args.max_length or 4096
-        path = to_executorch_decode_step(model, out / f"{name}_decode_step.pte", batch=args.batch, max_past=max_past)
-        served = f"past lengths 1 to {max_past}"
-    else:
-        path = to_onnx_decode_step(model, out / f"{name}_decode_step.onnx", batch=args.batch)
-        served = "any past length"
-        if args.int8:
-            path = quantize.quantize_onnx(path, out / f"{name}_decode_step_int8.onnx")
-    print(
-        f"{path}  {path.stat().st_size / MiB:.2f} MiB  decode step, batch {args.batch}, {served}  "
-        f"{time.perf_counter() - t0:.1f} s"
-    )
+    int8 = "_int8" if args.int8 else ""
+    for chunk, stem in ((1, f"{name}_decode_step{int8}"), (args.prefill, f"{name}_prefill{args.prefill}{int8}")):
+        if chunk is None:
+            continue
+        t0 = time.perf_counter()
+        if args.format == "executorch":
+            max_past = args.max_length or 4096
+            path = to_executorch_decode_step(
+                model, out / f"{stem}.pte", batch=args.batch, chunk=chunk, max_past=max_past, int8=args.int8
+            )
+            served = f"past lengths 1 to {max_past}"
+        else:
+            fp32 = out / f"{stem.removesuffix(int8)}.onnx"
+            path = to_onnx_decode_step(model, fp32, batch=args.batch, chunk=chunk)
+            served = "any past length"
+            if args.int8:
+                path = quantize.quantize_onnx(path, out / f"{stem}.onnx")
+        print(
+            f"{path}  {path.stat().st_size / MiB:.2f} MiB  {chunk} token{'s' if chunk > 1 else ''} per call, "
+            f"batch {args.batch}, {served}  {time.perf_counter() - t0:.1f} s"
+        )
     return 0
 
 

@@ -78,13 +78,17 @@ def _check_decoder(model: nn.Module) -> list[int | None]:
 
 
 class DecodeStep(nn.Module):
-    """``forward(input_ids [B, 1], attention_mask [B, P + 1], *past) -> (logits [B, 1, V], *present)``:
-    one decode step of ``model`` (module docstring), ``past`` and ``present`` ordered key, value per
-    layer. ``capacities[i]``: the past keys layer ``i`` holds, None for ``P``."""
+    """``forward(input_ids [B, T], attention_mask [B, P + T], *past) -> (logits [B, 1, V], *present)``:
+    one step of ``model`` over ``T = chunk`` new tokens (module docstring; the logits are the last
+    new token's), ``past`` and ``present`` ordered key, value per layer. ``capacities[i]``: the past
+    keys layer ``i`` holds, None for ``P``."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, chunk: int = 1) -> None:
         super().__init__()
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise ValueError(f"chunk must be a positive int (new tokens per call), got {chunk!r}")
         self.capacities = _check_decoder(model)
+        self.chunk = chunk
         self.model = model
         self.train(model.training)
         config = model.config.get_text_config(decoder=True)
@@ -93,16 +97,16 @@ class DecodeStep(nn.Module):
         self.window_keys = next((c for c in self.capacities if c is not None), 0)  # W - 1, or 0: no sliding layer
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *past: torch.Tensor) -> tuple:
-        b, s = input_ids.shape[0], self.window_keys
+        (b, t), s = input_ids.shape, self.window_keys
         # The mask builders read key padding at "positions" of one 2-D mask; shifted by s zeros, a full
-        # layer's keys sit at s .. s+P and a sliding layer's at P .. P+s, whatever P (see _Layer).
+        # layer's keys sit at s .. s+P+T-1 and a sliding layer's at P .. P+s+T-1, whatever P (see _Layer).
         keep = attention_mask.clone()
-        keep[:, -1] = 1  # the new token attends itself even when it is padding (its output is unused)
-        shifted = torch.cat([keep.new_zeros(b, s), keep], dim=1)  # [B, s + P + 1]
-        position_ids = attention_mask.sum(-1, keepdim=True) - 1  # [B, 1]
+        keep[:, -1] = 1  # the last new token attends itself even when it is padding (its output is unused)
+        shifted = torch.cat([keep.new_zeros(b, s), keep], dim=1)  # [B, s + P + T]
+        position_ids = (attention_mask.cumsum(-1)[:, -t:] - 1).clamp(min=0)  # [B, T]
         cache = _cache_class()(
             [(past[2 * i], past[2 * i + 1], c) for i, c in enumerate(self.capacities)],
-            past_length=attention_mask.shape[1] - 1,
+            past_length=attention_mask.shape[1] - t,
             shift=s,
         )
         out = self.model(
@@ -116,8 +120,8 @@ class DecodeStep(nn.Module):
         self, batch: int, past_length: int, dtype: torch.dtype = torch.float32
     ) -> tuple[torch.Tensor, ...]:
         """Zero caches and a mask of ones for ``batch`` rows after ``past_length`` tokens."""
-        ids = torch.zeros(batch, 1, dtype=torch.long)
-        mask = torch.ones(batch, past_length + 1, dtype=torch.long)
+        ids = torch.zeros(batch, self.chunk, dtype=torch.long)
+        mask = torch.ones(batch, past_length + self.chunk, dtype=torch.long)
         past = []
         for c in self.capacities:
             n = past_length if c is None else c
@@ -144,9 +148,9 @@ def _cache_class():
         """One layer's past keys and values ``[B, Hk, n, D]`` (``n = P`` full, ``W - 1`` sliding).
 
         The mask builders number key slots by the shifted positions of :meth:`DecodeStep.forward`'s
-        mask: the query at ``s + P``; a full layer's keys ``0 .. P`` at ``s .. s + P``; a sliding
-        layer's ``W`` keys (``s = W - 1`` past and the new one) at ``P .. P + s``, which are
-        positions ``P - s .. P``."""
+        mask: the queries at ``s + P .. s + P + T - 1``; a full layer's keys ``0 .. P + T - 1`` at
+        ``s .. s + P + T - 1``; a sliding layer's ``s + T`` keys (``s = W - 1`` past and the ``T`` new
+        ones) at ``P .. P + s + T - 1``, which are positions ``P - s .. P + T - 1``."""
 
         def __init__(self, keys, values, capacity: int | None, past_length, shift: int) -> None:
             super().__init__()
@@ -162,8 +166,9 @@ def _cache_class():
             keys = torch.cat([self.keys, key_states], dim=-2)  # [B, Hk, n + 1, D]
             values = torch.cat([self.values, value_states], dim=-2)
             self.present_keys, self.present_values = keys, values
-            if self.is_sliding:  # (a full layer's slice [:, :, 0:] would be a copy of the cache in ExecuTorch)
-                self.present_keys, self.present_values = keys[:, :, 1:], values[:, :, 1:]
+            if self.is_sliding:  # the newest W - 1 (a full layer's slice would be a copy of the cache in ExecuTorch)
+                start = keys.shape[-2] - self.keys.shape[-2]
+                self.present_keys, self.present_values = keys[:, :, start:], values[:, :, start:]
             return keys, values
 
         def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
@@ -189,15 +194,16 @@ def _cache_class():
 
 
 @contextlib.contextmanager
-def _traced(model: nn.Module, path: str | os.PathLike, batch: int) -> Iterator[tuple[DecodeStep, tuple]]:
-    """The step of ``model`` and its example inputs (past length 7), in eval mode on the portable
-    ``gather`` backend for the duration; ValueError / TypeError for a bad ``path`` or ``batch``."""
+def _traced(model: nn.Module, path: str | os.PathLike, batch: int, chunk: int) -> Iterator[tuple[DecodeStep, tuple]]:
+    """The step of ``model`` over ``chunk`` tokens and its example inputs (past length 7), in eval
+    mode on the portable ``gather`` backend for the duration; ValueError / TypeError for a bad
+    ``path``, ``batch`` or ``chunk``."""
     from ._common import portable_backend
 
     check_path(path)
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be a positive int, got {batch!r}")
-    step = DecodeStep(model)
+    step = DecodeStep(model, chunk)
     inputs = step.example_inputs(batch, past_length=7, dtype=next(model.parameters()).dtype)
     training = model.training
     model.eval()
@@ -208,21 +214,27 @@ def _traced(model: nn.Module, path: str | os.PathLike, batch: int) -> Iterator[t
         model.train(training)
 
 
-def to_onnx_decode_step(model: nn.Module, path: str | os.PathLike, *, batch: int = 1, opset_version: int = 18) -> Path:
-    """Export ``model``'s decode step (module docstring) to ONNX at ``path`` for ``batch`` rows and
-    any past length ``P >= 1`` (start a sequence with one padding slot, as :class:`OnnxDecoder`
-    does). The attention runs on the portable ``gather`` backend; the file records the layers'
-    windows."""
-    with _traced(model, path, batch) as (step, inputs):
+def to_onnx_decode_step(
+    model: nn.Module, path: str | os.PathLike, *, batch: int = 1, chunk: int = 1, opset_version: int = 18
+) -> Path:
+    """Export ``model``'s decode step (module docstring) over ``chunk`` new tokens per call to ONNX at
+    ``path`` for ``batch`` rows and any past length ``P >= 1`` (start a sequence with one padding
+    slot, as :class:`OnnxDecoder` does). A ``chunk > 1`` file is a prefill: it reads a prompt
+    ``chunk`` tokens per call into the caches (``OnnxDecoder(step, prefill=file)``). The attention
+    runs on the portable ``gather`` backend; the file records the layers' windows and ``chunk``."""
+    with _traced(model, path, batch, chunk) as (step, inputs):
         past = torch.export.Dim("past", min=1)
         growing = tuple({2: past} if c is None else {} for c in step.capacities for _ in "kv")
         input_names, output_names = step.names()
         program = torch.onnx.export(
             step, inputs, dynamo=True, opset_version=opset_version, verbose=False,
-            dynamic_shapes=(None, {1: past + 1}, growing), input_names=input_names, output_names=output_names,
+            dynamic_shapes=(None, {1: past + chunk}, growing), input_names=input_names, output_names=output_names,
         )  # fmt: skip
     proto = program.model_proto
-    meta = {"capacities": step.capacities, "kv_heads": step.kv_heads, "head_dim": step.head_dim, "batch": batch}
+    meta = {
+        "capacities": step.capacities, "kv_heads": step.kv_heads, "head_dim": step.head_dim, "batch": batch,
+        "chunk": chunk,
+    }  # fmt: skip
     proto.metadata_props.add(key=META_DECODE, value=json.dumps(meta))
 
     def write(tmp: Path) -> None:
@@ -234,26 +246,45 @@ def to_onnx_decode_step(model: nn.Module, path: str | os.PathLike, *, batch: int
 
 
 def to_executorch_decode_step(
-    model: nn.Module, path: str | os.PathLike, *, batch: int = 1, max_past: int = 4096
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    batch: int = 1,
+    chunk: int = 1,
+    max_past: int = 4096,
+    int8: bool = False,
 ) -> Path:
-    """Export ``model``'s decode step (module docstring) to an ExecuTorch ``.pte`` (XNNPACK) at
-    ``path`` for ``batch`` rows and past lengths ``1 <= P <= max_past``: ExecuTorch plans its
-    memory for the longest, so the bound is part of the file (:class:`ExecuTorchDecoder` refuses
-    longer sequences). The program's constant methods record the layers' windows."""
+    """Export ``model``'s decode step (module docstring) over ``chunk`` new tokens per call to an
+    ExecuTorch ``.pte`` (XNNPACK) at ``path`` for ``batch`` rows and past lengths
+    ``1 <= P <= max_past``: ExecuTorch plans its memory for the longest, so the bound is part of the
+    file (:class:`ExecuTorchDecoder` refuses longer sequences). A ``chunk > 1`` file is a prefill,
+    as in :func:`to_onnx_decode_step`. The program's constant methods record the layers' windows,
+    ``max_past`` and ``chunk``. ``int8``: the
+    linear layers dynamically quantized to int8 (as :func:`~sparseformer.export.to_executorch_int8`;
+    the caches and the attention stay in the model's dtype)."""
     from ..kernels.reference import bmm_products
     from .executorch import _lower
 
     if isinstance(max_past, bool) or not isinstance(max_past, int) or max_past < 2:
         raise ValueError(f"max_past must be an int >= 2, got {max_past!r}")
-    with _traced(model, path, batch) as (step, inputs):
+    if not isinstance(int8, bool):
+        raise TypeError(f"int8 must be a bool, got {type(int8).__name__}")
+    with _traced(model, path, batch, chunk) as (step, inputs):
         past = torch.export.Dim.AUTO(min=1, max=max_past)
         growing = tuple({2: past} if c is None else {} for c in step.capacities for _ in "kv")
-        seen = torch.export.Dim.AUTO(min=2, max=max_past + 1)
+        seen = torch.export.Dim.AUTO(min=1 + chunk, max=max_past + chunk)
+        shapes = (None, {1: seen}, growing)
         with bmm_products():  # (ExecuTorch copies a 4-D matmul's operands: here, the caches)
-            exported = torch.export.export(step, inputs, dynamic_shapes=(None, {1: seen}, growing))
+            exported = torch.export.export(step, inputs, dynamic_shapes=shapes)
+            if int8:
+                from .quantize import quantize_linears
+
+                graph = quantize_linears(exported.module(), inputs)
+                exported = torch.export.export(graph, inputs, dynamic_shapes=(*shapes[:2], *growing))  # flat args
     constants = {
         "sparseformer_decode_capacities": [-1 if c is None else c for c in step.capacities],
         "sparseformer_decode_max_past": max_past,
+        "sparseformer_decode_chunk": chunk,
     }
     buffer = _lower(exported, constants)
     return atomic_write(path, lambda tmp: tmp.write_bytes(buffer))
@@ -261,56 +292,86 @@ def to_executorch_decode_step(
 
 class _StepDecoder:
     """Greedy generation with an exported decode step: subclasses set ``capacities`` (None for a
-    full layer), ``kv_heads``, ``head_dim``, ``batch``, ``max_past`` (None: unbounded) and
-    ``step(*inputs) -> (logits, *present)``."""
+    full layer), ``kv_heads``, ``head_dim``, ``batch``, ``chunk`` (new tokens per call),
+    ``max_past`` (None: unbounded) and ``step(*inputs) -> (logits, *present)``; ``prefill`` is
+    None or a decoder of the same model whose file takes ``chunk > 1`` tokens per call."""
 
     capacities: list[int | None]
     kv_heads: int
     head_dim: int
     batch: int
+    chunk: int
     max_past: int | None
+    prefill: _StepDecoder | None = None
 
     def step(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         raise NotImplementedError
 
+    def _check_prefill(self, prefill: _StepDecoder, path: str | os.PathLike) -> None:
+        mine = (self.capacities, self.kv_heads, self.head_dim, self.batch)
+        theirs = (prefill.capacities, prefill.kv_heads, prefill.head_dim, prefill.batch)
+        if self.chunk != 1 or prefill.chunk < 2 or mine != theirs:
+            raise ValueError(
+                f"prefill {str(path)!r} must be a chunk > 1 export of the same model and batch as a chunk 1 step: "
+                f"(capacities, kv_heads, head_dim, batch) {theirs} chunk {prefill.chunk} against {mine} chunk "
+                f"{self.chunk}"
+            )
+        self.prefill = prefill
+
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
         """The prompt ``input_ids`` ``[B, L]`` (left padding marked 0 in ``attention_mask``) followed
-        by ``max_new_tokens`` greedy tokens: ``[B, L + max_new_tokens]``. The prompt goes through the
-        step one token at a time, after one padding slot (the export's past length is at least 1)."""
+        by ``max_new_tokens >= 1`` greedy tokens: ``[B, L + max_new_tokens]``. After one padding
+        slot (the export's past length is at least 1) the prompt goes through the prefill file
+        ``C`` tokens per call, left-padded to a multiple of ``C`` (without a prefill, ``C = 1``), then
+        each new token through the step."""
         b = self.batch
-        if input_ids.shape[0] != b or attention_mask.shape != input_ids.shape:
+        if (
+            input_ids.dim() != 2
+            or input_ids.shape[0] != b
+            or input_ids.shape[1] < 1
+            or attention_mask.shape != input_ids.shape
+        ):
             raise ValueError(
-                f"this export takes {b} rows: input_ids and attention_mask [{b}, L], got "
+                f"this export takes {b} rows: input_ids and attention_mask [{b}, L >= 1], got "
                 f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}"
             )
-        steps = input_ids.shape[1] + max_new_tokens - 1
-        if self.max_past is not None and steps > self.max_past:
-            raise ValueError(
-                f"this export serves past lengths up to {self.max_past} (max_past); a prompt of {input_ids.shape[1]} "
-                f"and {max_new_tokens} new tokens need {steps}"
-            )
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+        first = self if self.prefill is None else self.prefill
+        pad = -input_ids.shape[1] % first.chunk
+        ids = torch.cat([input_ids.new_zeros(b, pad), input_ids], dim=1)  # [B, pad + L]
+        real = torch.cat([attention_mask.new_zeros(b, pad), attention_mask], dim=1).long()
+        for decoder, longest in ((first, ids.shape[1] + 1 - first.chunk), (self, ids.shape[1] + max_new_tokens - 1)):
+            if decoder.max_past is not None and longest > decoder.max_past:
+                raise ValueError(
+                    f"this export serves past lengths up to {decoder.max_past} (max_past); a prompt of "
+                    f"{input_ids.shape[1]}{f' (+{pad} padding)' if pad else ''} and {max_new_tokens} new tokens "
+                    f"need {longest}"
+                )
         past = []
         for c in self.capacities:
             shape = (b, self.kv_heads, 1 if c is None else c, self.head_dim)
             past += [torch.zeros(shape), torch.zeros(shape)]
         mask = torch.zeros(b, 1, dtype=torch.long)  # the padding slot
+        for i in range(0, ids.shape[1], first.chunk):
+            mask = torch.cat([mask, real[:, i : i + first.chunk]], dim=1)
+            logits, *past = first.step(ids[:, i : i + first.chunk], mask, *past)
         tokens = input_ids
-        for t in range(steps):
-            if t < input_ids.shape[1]:
-                token, real = input_ids[:, t : t + 1], attention_mask[:, t : t + 1].long()
-            else:
-                token, real = tokens[:, -1:], torch.ones(b, 1, dtype=torch.long)
-            mask = torch.cat([mask, real], dim=1)
-            logits, *past = self.step(token, mask, *past)
-            if t >= input_ids.shape[1] - 1:
-                tokens = torch.cat([tokens, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+        for t in range(max_new_tokens):
+            tokens = torch.cat([tokens, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+            if t < max_new_tokens - 1:
+                mask = torch.cat([mask, torch.ones(b, 1, dtype=torch.long)], dim=1)
+                logits, *past = self.step(tokens[:, -1:], mask, *past)
         return tokens
 
 
 class OnnxDecoder(_StepDecoder):
-    """Greedy generation with a file of :func:`to_onnx_decode_step` in ONNX Runtime."""
+    """Greedy generation with a file of :func:`to_onnx_decode_step` in ONNX Runtime; ``prefill``:
+    a ``chunk > 1`` file of the same model that reads the prompt."""
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike, threads: int | None = None, prefill: str | os.PathLike | None = None
+    ) -> None:
         from .onnx import OnnxRunner, read_metadata
 
         meta = read_metadata(path).get(META_DECODE)
@@ -318,8 +379,10 @@ class OnnxDecoder(_StepDecoder):
             raise ValueError(f"{str(path)!r} is not a decode-step export (no {META_DECODE} metadata)")
         meta = json.loads(meta)
         self.capacities, self.kv_heads, self.head_dim = meta["capacities"], meta["kv_heads"], meta["head_dim"]
-        self.batch, self.max_past = meta["batch"], None
+        self.batch, self.chunk, self.max_past = meta["batch"], meta["chunk"], None
         self.runner = OnnxRunner(path, threads=threads)
+        if prefill is not None:
+            self._check_prefill(OnnxDecoder(prefill, threads), prefill)
 
     def step(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.runner(*inputs)
@@ -327,9 +390,9 @@ class OnnxDecoder(_StepDecoder):
 
 class ExecuTorchDecoder(_StepDecoder):
     """Greedy generation with a ``.pte`` of :func:`to_executorch_decode_step` in
-    ``executorch.runtime``."""
+    ``executorch.runtime``; ``prefill``: a ``chunk > 1`` ``.pte`` of the same model."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, prefill: str | os.PathLike | None = None) -> None:
         from .executorch import ExecuTorchRunner
 
         runner = ExecuTorchRunner(path)
@@ -338,8 +401,11 @@ class ExecuTorchDecoder(_StepDecoder):
         capacities = runner.constant("sparseformer_decode_capacities")
         self.capacities = [None if c < 0 else int(c) for c in capacities]
         self.max_past = int(runner.constant("sparseformer_decode_max_past")[0])
+        self.chunk = int(runner.constant("sparseformer_decode_chunk")[0])
         self.batch, self.kv_heads, _, self.head_dim = runner.input_shapes[2]
         self.method = runner.method
+        if prefill is not None:
+            self._check_prefill(ExecuTorchDecoder(prefill), prefill)
 
     def step(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return tuple(self.method.execute([t.contiguous() for t in inputs]))

@@ -70,6 +70,22 @@ def to_executorch_int8(
     :func:`~sparseformer.export.to_executorch` (the attention stays float32). Returns the path."""
     model, inputs = prepare(model, example_inputs)
     backend = trace_backend(model, custom_op)
+    training = model.training
+    model.eval()
+    try:
+        with backend, torch.no_grad(), bmm_products():
+            model(*inputs)  # caches the layouts
+            graph = quantize_linears(torch.export.export(model, inputs).module(), inputs)
+            exported = fold_constants(graph, inputs)
+    finally:
+        model.train(training)
+    return to_executorch(model, inputs, path, seq_dim=seq_dim, exported=exported, custom_op=custom_op)
+
+
+def quantize_linears(graph: torch.fx.GraphModule, inputs: tuple[torch.Tensor, ...]) -> torch.fx.GraphModule:
+    """``graph`` (an unlifted ``ExportedProgram.module()``) with its linear layers dynamically
+    quantized to int8 for XNNPACK: weights int8 per output channel, activations quantized per call
+    (PT2E with XNNPACK's symmetric dynamic config; the result is to be exported again)."""
     try:
         import executorch.kernels.quantized  # noqa: F401  (registers out variants of leftover q/dq ops)
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
@@ -87,21 +103,12 @@ def to_executorch_int8(
         def transform_for_annotation(self, model):
             return model
 
-    training = model.training
-    model.eval()
-    try:
-        with backend, torch.no_grad(), bmm_products():
-            model(*inputs)  # caches the layouts
-            graph = torch.export.export(model, inputs).module()
-            quantizer = _LinearOnlyQuantizer().set_global(
-                get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True)
-            )
-            prepared = prepare_pt2e(graph, quantizer)
-            prepared(*inputs)
-            exported = fold_constants(convert_pt2e(prepared), inputs)
-    finally:
-        model.train(training)
-    return to_executorch(model, inputs, path, seq_dim=seq_dim, exported=exported, custom_op=custom_op)
+    quantizer = _LinearOnlyQuantizer().set_global(
+        get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True)
+    )
+    prepared = prepare_pt2e(graph, quantizer)
+    prepared(*inputs)
+    return convert_pt2e(prepared)
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -204,32 +204,54 @@ def _sees_every_key(span: Span, q_offset: int, kv_length: int) -> bool:
     return (span.lo is None or span.lo <= q_offset - (kv_length - 1)) and (span.hi is None or q_offset <= span.hi)
 
 
-def _every_key_step(
-    query: torch.Tensor,  # [B, H, 1, D]
+def _span_keep(span: Span, lq: int, lk: int, q_offset: int, device: torch.device) -> torch.Tensor:  # bool [Lq, Lk]
+    """Which pairs ``span`` keeps when query ``i`` sits at position ``i + q_offset`` and key ``j``
+    at ``j``: ``lo <= i + q_offset - j <= hi`` (None bounds: unbounded)."""
+    d = torch.arange(lq, device=device)[:, None] + q_offset - torch.arange(lk, device=device)[None, :]  # [Lq, Lk]
+    keep = torch.ones(lq, lk, dtype=torch.bool, device=device)
+    if span.lo is not None:
+        keep = keep & (d >= span.lo)
+    if span.hi is not None:
+        keep = keep & (d <= span.hi)
+    return keep
+
+
+def _cached_step(
+    query: torch.Tensor,  # [B, H, Lq, D]
     key: torch.Tensor,  # [B, Hk, Lk, D]
     value: torch.Tensor,  # [B, Hk, Lk, Dv]
+    span: Span,
+    q_offset: int,
     mask: MaskInfo | None,
     dropout: float,
     scaling: float | None,
     softcap: float | None,
     sinks: torch.Tensor | None,
-) -> torch.Tensor:  # [B, 1, H, Dv]
-    """One query attending every key it is given but those ``mask`` marks padding:
+) -> torch.Tensor:  # [B, Lq, H, Dv]
+    """Queries after a cache (query ``i`` at position ``i + q_offset``) attending the keys they are
+    given within ``span`` but those ``mask`` marks padding, densely over the ``[Lq, Lk]`` pairs.
+
+    One query that attends every key (``span`` holds them all) runs
     ``F.scaled_dot_product_attention`` when nothing is padding (read once per mask in eager mode;
-    a traced graph keeps the padding) and there is no ``softcap`` or ``sinks``, else
+    a traced graph keeps the padding) and there is no ``softcap`` or ``sinks``; anything else runs
     :func:`~sparseformer.kernels.reference.masked_attention` (a query with no real key gives 0)."""
+    lq, lk = query.shape[2], key.shape[2]
     padding = None if mask is None else mask.key_padding  # bool [B, Lk]
     if padding is not None and not torch.compiler.is_compiling() and mask.every_key:
         padding = None
-    if padding is None and softcap is None and sinks is None:
+    every = lq == 1 and _sees_every_key(span, q_offset, lk)
+    if every and padding is None and softcap is None and sinks is None:
         out = F.scaled_dot_product_attention(
             query, key, value, dropout_p=dropout, scale=scaling, enable_gqa=query.shape[1] != key.shape[1]
         )  # [B, H, 1, Dv]
     else:
-        every = torch.ones(1, key.shape[2], dtype=torch.bool, device=query.device)  # [1, Lk]
+        if every:
+            keep = torch.ones(1, lk, dtype=torch.bool, device=query.device)  # [1, Lk]
+        else:
+            keep = _span_keep(span, lq, lk, q_offset, query.device)  # [Lq, Lk]
         scale = query.shape[-1] ** -0.5 if scaling is None else float(scaling)
         out = masked_attention(
-            query, key, value, every, key_padding_mask=padding, scale=scale, dropout_p=dropout, softcap=softcap,
+            query, key, value, keep, key_padding_mask=padding, scale=scale, dropout_p=dropout, softcap=softcap,
             sinks=sinks,
         )  # fmt: skip
     return out.transpose(1, 2).contiguous()
@@ -261,10 +283,12 @@ def sparseformer_attention(
     denominator), grouped-query heads. ``position_bias``, ``cu_seq_lens_q/k`` and a 4-D tensor
     mask raise ValueError.
 
-    A decode step (one query) whose query attends every key it is given (a full layer, or a
-    sliding layer whose cache holds only the window; no user pattern) runs
-    :func:`_every_key_step`: the same pairs, with less overhead per call than a layout, and
-    traceable at a symbolic cache length. Self-attention without a cache (``Lq == Lk``, offset 0) runs
+    With no user pattern, queries after a cache run :func:`_cached_step` (dense over the pairs
+    they are given, masked by the span) when a layout would not serve: a decode step whose one
+    query attends every key it is given (a full layer, or a sliding layer whose cache holds only
+    the window), with less overhead per call than a layout; or a traced graph whose cache length
+    is symbolic (a chunk of queries after a full layer's cache in an exported decode step), where
+    no layout can be compiled. Self-attention without a cache (``Lq == Lk``, offset 0) runs
     :func:`sparseformer.pattern_attention` with :func:`layer_pattern`; anything else a layout of
     that pattern at the queries' offset.
     """
@@ -290,13 +314,16 @@ def sparseformer_attention(
                 f"the layer has {lq} x {lk}"
             )
         q_offset, kpm = attention_mask.q_offset, attention_mask.key_padding
-    if lq == 1 and isinstance(user, P.Dense) and _sees_every_key(span, q_offset, lk):
-        return _every_key_step(query, key, value, attention_mask, float(dropout), scaling, softcap, s_aux), None
+    cached = not (q_offset == 0 and lq == lk)  # queries after a cache (else self-attention)
+    symbolic = isinstance(lk, torch.SymInt) or isinstance(q_offset, torch.SymInt)
+    if isinstance(user, P.Dense) and cached and (symbolic or (lq == 1 and _sees_every_key(span, q_offset, lk))):
+        out = _cached_step(query, key, value, span, q_offset, attention_mask, float(dropout), scaling, softcap, s_aux)
+        return out, None
     pattern = layer_pattern(span, user)
     kw = dict(key_padding_mask=kpm, dropout_p=float(dropout), scale=scaling, softcap=softcap, sinks=s_aux)
     # self-attention without a cache: sf.pattern_attention, which compiles no layout on gather (an exported
     # graph keeps the length symbolic); otherwise the layout at the queries' offset
-    if q_offset == 0 and lq == lk:
+    if not cached:
         out = pattern_attention(
             query, key, value, pattern, block_size=config.block_size, causal=span.causal, backend=config.backend, **kw
         )  # [B, H, Lq, Dv]

@@ -149,19 +149,25 @@ def test_export_transformers_model_dirs(tmp_path, capsys):
             want = student(input_ids=ids, attention_mask=mask).last_hidden_state
         got = OnnxRunner(tmp_path / "student_dynamic.onnx")(ids, mask)
         torch.testing.assert_close(got[mask.bool()], want[mask.bool()], atol=1e-4, rtol=0)
-    args = ap.parse_args(["export", "--out", str(tmp_path), "--model", str(gemma), "--decode-step", "--batch", "2"])
+    argv = ["export", "--out", str(tmp_path), "--model", str(gemma), "--decode-step", "--batch", "2"]
+    args = ap.parse_args([*argv, "--prefill", "3"])
     assert args.func(args) == 0
-    assert "gemma_decode_step.onnx" in capsys.readouterr().out
-    decoder = OnnxDecoder(tmp_path / "gemma_decode_step.onnx")
+    printed = capsys.readouterr().out
+    assert "gemma_decode_step.onnx" in printed and "gemma_prefill3.onnx" in printed
     with torch.no_grad():
         want = tiny.native("gemma3").generate(ids[:, :5], max_new_tokens=12, do_sample=False, pad_token_id=0)
-    assert torch.equal(decoder.generate(ids[:, :5], torch.ones_like(ids[:, :5]), 12), want)
+    for prefill in (None, tmp_path / "gemma_prefill3.onnx"):
+        decoder = OnnxDecoder(tmp_path / "gemma_decode_step.onnx", prefill=prefill)
+        assert torch.equal(decoder.generate(ids[:, :5], torch.ones_like(ids[:, :5]), 12), want)
+    args = ap.parse_args([*argv, "--prefill", "1"])
+    assert args.func(args) == 2
+    assert "--prefill takes --decode-step and a chunk C >= 2, got 1" in capsys.readouterr().err
     pytest.importorskip("executorch")
     argv = ["export", "--out", str(tmp_path), "--model", str(gemma), "--decode-step", "--format", "executorch"]
-    args = ap.parse_args([*argv, "--max-length", "32"])
+    args = ap.parse_args([*argv, "--max-length", "32", "--int8"])
     assert args.func(args) == 0
-    assert "gemma_decode_step.pte" in capsys.readouterr().out
-    pte = ExecuTorchDecoder(tmp_path / "gemma_decode_step.pte")
+    assert "gemma_decode_step_int8.pte" in capsys.readouterr().out
+    pte = ExecuTorchDecoder(tmp_path / "gemma_decode_step_int8.pte")
     assert (pte.capacities, pte.max_past, pte.batch) == ([tiny.WINDOW - 1, None, tiny.WINDOW - 1], 32, 1)
     for argv, message in (
         (["--model", str(tmp_path)], "a transformers model directory"),

@@ -60,20 +60,51 @@ def test_every_step_equals_the_stock_model(family, tmp_path):
     assert any(c is not None for c in DecodeStep(ours).capacities) == (family != "llama")
 
 
+def _zero_caches(decoder) -> list[torch.Tensor]:
+    """Zero past keys and values of 2 rows for ``decoder``'s step, after one padding slot."""
+    shapes = [(2, decoder.kv_heads, 1 if c is None else c, decoder.head_dim) for c in decoder.capacities]
+    return [torch.zeros(shape) for shape in shapes for _ in "kv"]
+
+
 def _check_every_step(decoder, ids, mask, want) -> None:
-    """Feed ``ids`` one token at a time through ``decoder.step``, the caches of one call going into
-    the next: the logits at real positions equal ``want`` within 1e-4; every sliding layer's cache
-    stays ``W - 1`` keys, every full layer's grows by one per step."""
+    """Feed ``ids`` ``decoder.chunk`` tokens at a time (a multiple of them) through ``decoder.step``,
+    the caches of one call going into the next: the logits of each call's last token, where it is
+    real, equal ``want`` at its position within 1e-4; every sliding layer's cache stays ``W - 1``
+    keys, every full layer's grows by ``chunk`` per call."""
+    c = decoder.chunk
+    assert ids.shape[1] % c == 0
     kv = (2, decoder.kv_heads, 1, decoder.head_dim)
-    past = [torch.zeros(kv[:2] + ((1 if c is None else c),) + kv[3:]) for c in decoder.capacities for _ in "kv"]
+    past = _zero_caches(decoder)
     seen = torch.zeros(2, 1, dtype=torch.long)  # one padding slot: the export's past length is at least 1
-    for t in range(ids.shape[1]):
-        seen = torch.cat([seen, mask[:, t : t + 1]], dim=1)
-        logits, *past = decoder.step(ids[:, t : t + 1], seen, *past)
-        for c, (k, v) in zip(decoder.capacities, zip(past[::2], past[1::2])):
-            assert k.shape == v.shape == kv[:2] + ((t + 2 if c is None else c),) + kv[3:]
-        real = mask[:, t].bool()
-        torch.testing.assert_close(logits[real, 0], want[real, t], atol=1e-4, rtol=0)
+    for t in range(0, ids.shape[1], c):
+        seen = torch.cat([seen, mask[:, t : t + c]], dim=1)
+        logits, *past = decoder.step(ids[:, t : t + c], seen, *past)
+        assert logits.shape[1] == 1
+        for cap, (k, v) in zip(decoder.capacities, zip(past[::2], past[1::2])):
+            assert k.shape == v.shape == kv[:2] + ((t + c + 1 if cap is None else cap),) + kv[3:]
+        real = mask[:, t + c - 1].bool()
+        torch.testing.assert_close(logits[real, 0], want[real, t + c - 1], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(("family", "chunk"), [("gemma3", 4), ("gemma2", 11), ("llama", 5)])
+def test_prefill_chunks_equal_the_stock_model(family, chunk, tmp_path):
+    """A ``chunk > 1`` export reads a left-padded prompt ``chunk`` tokens per call (fewer than the
+    window, and more: 11 > ``W - 1``): the last token's logits of every call equal the stock
+    model's, the caches keep their sizes; greedy tokens with the prefill file then the step file
+    equal ``generate()``'s for a prompt that is not a multiple of ``chunk``."""
+    stock, ours = _pair(family)
+    ids, mask = _left_padded(3 * chunk if chunk > tiny.WINDOW else 7 * chunk, seed=chunk)
+    with torch.no_grad():
+        want = stock(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
+        tokens = stock.generate(
+            ids[:, :13], attention_mask=mask[:, :13], max_new_tokens=9, do_sample=False, pad_token_id=0
+        )
+    prefill = to_onnx_decode_step(ours, tmp_path / "prefill.onnx", batch=2, chunk=chunk)
+    _check_every_step(OnnxDecoder(prefill), ids, mask, want)
+    step = to_onnx_decode_step(ours, tmp_path / "step.onnx", batch=2)
+    assert torch.equal(OnnxDecoder(step, prefill=prefill).generate(ids[:, :13], mask[:, :13], 9), tokens)
+    with pytest.raises(ValueError, match="must be a chunk > 1 export of the same model"):
+        OnnxDecoder(prefill, prefill=step)
 
 
 def test_greedy_tokens_equal_generate_and_int8_stays_close(tmp_path):
@@ -97,7 +128,8 @@ def test_greedy_tokens_equal_generate_and_int8_stays_close(tmp_path):
 def test_executorch_step_and_generate(tmp_path):
     """The same step as an ExecuTorch ``.pte`` (Mistral: every layer sliding; ``max_past`` 64):
     every real position's logits equal the stock model's, greedy tokens equal ``generate()``'s,
-    and a sequence longer than ``max_past`` is refused before it runs."""
+    and a sequence longer than ``max_past`` is refused before it runs; a prefill ``.pte`` of 4
+    tokens per call passes the same checks."""
     pytest.importorskip("executorch")
     from sparseformer.export.decode import ExecuTorchDecoder, to_executorch_decode_step
 
@@ -116,6 +148,35 @@ def test_executorch_step_and_generate(tmp_path):
         ValueError, match="past lengths up to 64 \\(max_past\\); a prompt of 6 and 60 new tokens need 65"
     ):
         decoder.generate(ids[:, :6], mask[:, :6], 60)
+    prefill = to_executorch_decode_step(ours, tmp_path / "prefill.pte", batch=2, chunk=4, max_past=64)
+    _check_every_step(ExecuTorchDecoder(prefill), ids[:, :28], mask[:, :28], want)
+    decoder = ExecuTorchDecoder(tmp_path / "step.pte", prefill=prefill)
+    assert torch.equal(decoder.generate(ids[:, :6], mask[:, :6], 20), tokens)
+
+
+def test_executorch_int8_step_stays_close(tmp_path):
+    """Gemma 3's step as an int8 ``.pte`` (linear layers int8, caches float32), fed one token at a
+    time with its own caches: at every real position its logits keep cosine >= 0.99 to the fp32
+    ``.pte``'s, and they are not the same logits (the layers were quantized)."""
+    pytest.importorskip("executorch")
+    from sparseformer.export.decode import ExecuTorchDecoder, to_executorch_decode_step
+
+    _, ours = _pair("gemma3")
+    ids, mask = _left_padded(2 * tiny.WINDOW + 3, seed=5)
+    fp32 = ExecuTorchDecoder(to_executorch_decode_step(ours, tmp_path / "step.pte", batch=2, max_past=32))
+    int8 = ExecuTorchDecoder(to_executorch_decode_step(ours, tmp_path / "step8.pte", batch=2, max_past=32, int8=True))
+    assert int8.capacities == fp32.capacities == DecodeStep(ours).capacities
+    past32, past8, seen = _zero_caches(fp32), _zero_caches(int8), torch.zeros(2, 1, dtype=torch.long)
+    for t in range(ids.shape[1]):
+        seen = torch.cat([seen, mask[:, t : t + 1]], dim=1)
+        want, *past32 = fp32.step(ids[:, t : t + 1], seen, *past32)
+        got, *past8 = int8.step(ids[:, t : t + 1], seen, *past8)
+        for row in mask[:, t].nonzero().flatten().tolist():
+            assert quantize.cosine(got[row], want[row]) >= 0.99
+            assert not torch.equal(got[row], want[row])
+    with pytest.raises(TypeError, match="int8 must be a bool, got int"):
+        to_executorch_decode_step(ours, tmp_path / "x.pte", int8=1)
+    assert not (tmp_path / "x.pte").exists()
 
 
 def test_refusals(tmp_path):

@@ -31,10 +31,12 @@ def _session(model_proto):
     return ort.InferenceSession(model_proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
-def _count_ops(path) -> int:
+def _count_ops(path, op_type: str = ort_op.OP_NAME) -> int:
+    """Nodes of ``op_type`` in the file's main graph (default: the kernel's, in its domain)."""
     import onnx
 
-    return sum(n.domain == ort_op.DOMAIN and n.op_type == ort_op.OP_NAME for n in onnx.load(str(path)).graph.node)
+    domain = ort_op.DOMAIN if op_type == ort_op.OP_NAME else ""
+    return sum(n.domain == domain and n.op_type == op_type for n in onnx.load(str(path)).graph.node)
 
 
 @pytest.mark.parametrize("case", OP_CASES, ids=lambda c: repr(c["pattern"])[:40])
@@ -97,6 +99,24 @@ def test_custom_op_export_equals_portable_export(tmp_path, rng_length, kind):
             torch.testing.assert_close(got, model(x), atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match=f"sequence length {rng_length} only, got {rng_length + 1}"):
         run_custom(torch.cat([x, x[:, :1]], 1))
+
+
+def test_custom_op_file_quantizes_to_int8(tmp_path):
+    """``quantize_onnx`` on a custom-op file: the linear layers become int8, the kernel's nodes stay
+    (float32), and the output keeps cosine >= 0.99 to the fp32 file's."""
+    from sparseformer.export import quantize
+
+    model = encoder(6)
+    x = torch.randn(2, 70, 32)
+    fp32 = to_onnx(model, (x,), tmp_path / "custom.onnx", custom_op=True)
+    int8 = quantize.quantize_onnx(fp32, tmp_path / "custom_int8.onnx")
+    assert _count_ops(int8) == 2 and onnx_export.uses_custom_op(int8)
+    assert _count_ops(int8, "DynamicQuantizeLinear") > 0
+    run_fp32, run_int8 = OnnxRunner(fp32), OnnxRunner(int8)
+    for _ in range(2):
+        x = torch.randn(2, 70, 32)
+        got, want = run_int8(x), run_fp32(x)
+        assert quantize.cosine(got, want) >= 0.99 and not torch.equal(got, want)
 
 
 def test_library_loads_in_a_process_that_imports_only_onnxruntime(tmp_path):
