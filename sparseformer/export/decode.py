@@ -4,22 +4,24 @@ cache as explicit inputs and outputs, bounded on the sliding layers.
 A model pretrained with local attention (Gemma 2/3, Mistral, Qwen2/3 with sliding layers,
 Cohere2, OLMo 3, GPT-OSS) run by :func:`sparseformer.hf.sparsify` with no pattern, or a
 full-attention decoder (Llama, Qwen, ...) under ``attn_implementation="sparseformer"``.
-One call of the graph takes one new token per row:
+One call of the graph takes ``T`` new tokens per row (``T = 1``: a decode step; a fixed
+``T = chunk > 1``: a prefill file, which reads a prompt ``T`` tokens per call):
 
-* inputs ``input_ids`` int64 ``[B, 1]``; ``attention_mask`` int64 ``[B, P + 1]``, 1 = a real token,
-  over every position so far and the new one (as ``generate()`` keeps it); then, per layer ``i``,
+* inputs ``input_ids`` int64 ``[B, T]``; ``attention_mask`` int64 ``[B, P + T]``, 1 = a real token,
+  over every position so far and the new ones (as ``generate()`` keeps it); then, per layer ``i``,
   ``past_key_values.{i}.key`` and ``past_key_values.{i}.value`` ``[B, Hk, n_i, D]``: ``n_i = P`` on a
   full layer (the keys of positions ``0 .. P-1``), ``n_i = W - 1`` on a sliding layer of window ``W``
   (the keys of positions ``P-W+1 .. P-1``, oldest first; slots before position 0 are padding);
-* outputs ``logits`` ``[B, 1, V]``, then ``present.{i}.key`` / ``present.{i}.value``: ``[B, Hk, P + 1, D]``
-  on a full layer, ``[B, Hk, W - 1, D]`` on a sliding one (the oldest key dropped).
+* outputs ``logits`` ``[B, 1, V]`` (the last new token's), then ``present.{i}.key`` /
+  ``present.{i}.value``: ``[B, Hk, P + T, D]`` on a full layer, ``[B, Hk, W - 1, D]`` on a sliding
+  one (the newest ``W - 1`` keys).
 
-The new token sits at position ``attention_mask.sum(-1) - 1`` (the rotary position
+A new token sits at the position ``attention_mask.cumsum(-1) - 1`` gives it (the rotary position
 ``generate()`` gives it) and attends the keys of its layer's window (``|i - j| <= W - 1``, the
 flash-attention convention of :func:`sparseformer.hf.native.flash_window`) that the mask marks
-real, and itself. A sliding layer's step costs ``O(W)`` whatever ``P``; its cache never grows.
-:class:`OnnxDecoder` and :class:`ExecuTorchDecoder` run the files: greedy tokens, the prompt fed
-one token at a time.
+real, up to itself. A sliding layer's call costs ``O(T (W + T))`` whatever ``P``; its cache never
+grows. :class:`OnnxDecoder` and :class:`ExecuTorchDecoder` run the files: greedy tokens, the
+prompt fed through a prefill file or one token at a time.
 """
 
 from __future__ import annotations
@@ -163,7 +165,7 @@ def _cache_class():
             raise RuntimeError("a decode-step cache layer starts initialised, with the past it is given")
 
         def update(self, key_states, value_states, *args, **kwargs):
-            keys = torch.cat([self.keys, key_states], dim=-2)  # [B, Hk, n + 1, D]
+            keys = torch.cat([self.keys, key_states], dim=-2)  # [B, Hk, n + T, D]
             values = torch.cat([self.values, value_states], dim=-2)
             self.present_keys, self.present_values = keys, values
             if self.is_sliding:  # the newest W - 1 (a full layer's slice would be a copy of the cache in ExecuTorch)
