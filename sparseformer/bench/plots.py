@@ -22,7 +22,8 @@ from .strategies import DENSE
 FILES = ("latency.png", "memory.png", "pareto.png", "layouts.png")
 
 
-def _plt():
+def pyplot():
+    """``matplotlib.pyplot`` on the non-interactive Agg backend; ImportError naming the extra."""
     try:
         import matplotlib
     except ImportError as e:
@@ -33,7 +34,8 @@ def _plt():
     return plt
 
 
-def _save(fig, path: str) -> None:
+def save_png(fig, path: str) -> None:
+    """Write ``fig`` to ``path`` as a PNG (temporary name, then renamed)."""
     write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
 
 
@@ -74,7 +76,7 @@ def _against_length(plt, results: dict, path: str, value, ylabel: str, title: st
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    _save(fig, path)
+    save_png(fig, path)
     plt.close(fig)
 
 
@@ -166,7 +168,7 @@ def _pareto(plt, results: dict, length: int | None, path: str, q: Quality, floor
         [recs[i]["strategy"] if recs[i]["block_size"] is None else f"{recs[i]['strategy']} {recs[i]['block_size']}"
          for i in front],
     )  # fmt: skip
-    _save(fig, path)
+    save_png(fig, path)
     plt.close(fig)
 
 
@@ -184,7 +186,7 @@ def _layouts(plt, layouts: dict[tuple[str, int], Pattern], length: int | None, h
         ax.imshow(lay.to_block_states()[0].numpy(), cmap="Greys", vmin=0, vmax=2, interpolation="nearest")
         ax.set_title(f"{name}\nbs={bs}, density {lay.density:.2f}", fontsize=7)
     fig.suptitle(f"tile states at length {length} (head 0): dark full, grey partial, white skipped", fontsize=8)
-    _save(fig, path)
+    save_png(fig, path)
     plt.close(fig)
 
 
@@ -198,7 +200,7 @@ def write_plots(
 ) -> list[str]:
     """Write the four PNGs into ``out_dir``; returns their file names. ``q``: the quality the
     Pareto plot shows (default: the encoder cosine); ``floor``: a quality floor to draw there."""
-    plt = _plt()
+    plt = pyplot()
     _against_length(
         plt, results, os.path.join(out_dir, FILES[0]), lambda m: m["latency_ms"]["median"],
         "median encoder latency (ms)", "latency vs sequence length",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 
-from ..bench.plots import _plt, _save
+from ..bench.plots import pyplot, save_png
 from .strategies import DENSE
 
 PLOTS = ("loss_vs_steps.png", "loss_vs_seconds.png", "loss_vs_density.png")
@@ -42,7 +42,7 @@ def _curves(plt, arm: dict, x: str, xlabel: str, title: str, path: str) -> None:
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
-    _save(fig, path)
+    save_png(fig, path)
     plt.close(fig)
 
 
@@ -61,7 +61,7 @@ def _density(plt, result: dict, path: str) -> None:
     _bpb_axis(ax)
     ax.set_title("final held-out loss against attention density")
     ax.grid(True, which="both", alpha=0.3)
-    _save(fig, path)
+    save_png(fig, path)
     plt.close(fig)
 
 
@@ -142,7 +142,7 @@ def write_report(result: dict, out_dir: str) -> None:
     """``report.md`` and the PNGs of a study result (see :func:`sparseformer.train.study.run`)."""
     from ..files import write_text
 
-    plt = _plt()
+    plt = pyplot()
     _curves(plt, result["steps_arm"], "step", "optimizer steps", "held-out loss, equal steps",
             os.path.join(out_dir, PLOTS[0]))  # fmt: skip
     arm = result["time_arm"] or result["steps_arm"]

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from sparseformer.bench.plots import _plt, pareto_front, place_labels
+from sparseformer.bench.plots import pareto_front, place_labels, pyplot
 
 
 @pytest.mark.parametrize("seed", range(10))
@@ -20,7 +20,7 @@ def test_pareto_front_is_the_points_nothing_beats(seed):
 
 
 def test_labels_of_crowded_points_do_not_overlap():
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     rng = random.Random(0)
     # a crowded front: ten points within a few percent of each other on both axes
