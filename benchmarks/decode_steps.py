@@ -1,5 +1,6 @@
 """Whole decode steps of a model shape: stock ``sdpa``, ``sfh.sparsify(model)`` in PyTorch, and (with
-``--onnx``) its decode step exported by ``to_onnx_decode_step`` in ONNX Runtime, interleaved.
+``--onnx``) its decode step exported by ``to_onnx_decode_step`` in ONNX Runtime, interleaved
+(``--executorch``: as a ``.pte``; ``--int8``: also the int8 ``.pte``).
 
 Builds a shape of sparseformer/bench/model_configs (random weights). PyTorch: one model and one
 ``DynamicCache`` per context, the attention implementation switched before every step (both are
@@ -11,7 +12,7 @@ one's ms per step (median [q1, q3]), the paired difference sparseformer - sdpa, 
 MiB.
 
 .venv/bin/python benchmarks/decode_steps.py [--model gemma-3-270m] [--contexts 1024 8192 32768] [--steps 30] [--onnx]
-    [--executorch]
+    [--executorch [--int8]]
 """
 
 import argparse
@@ -43,6 +44,7 @@ def main() -> int:
         action="store_true",
         help="also the decode step as an ExecuTorch .pte (XNNPACK), exported for the longest context + steps",
     )
+    ap.add_argument("--int8", action="store_true", help="with --executorch: also the int8 .pte (int8=True)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(machine_line())
@@ -52,7 +54,10 @@ def main() -> int:
         if args.onnx:
             runners["onnx"] = _export(model, Path(tmp), args.threads)
         if args.executorch:
-            runners["executorch"] = _export_pte(model, Path(tmp), max(args.contexts) + args.steps + 2)
+            max_past = max(args.contexts) + args.steps + 2
+            runners["executorch"] = _export_pte(model, Path(tmp), max_past, int8=False)
+            if args.int8:
+                runners["executorch int8"] = _export_pte(model, Path(tmp), max_past, int8=True)
         impls = ["sdpa", "sparseformer", *runners]
         print(
             f"\n| {args.model} context | "
@@ -77,13 +82,14 @@ def _export(model, folder: Path, threads: int):
     return OnnxRunner(path, threads=threads)
 
 
-def _export_pte(model, folder: Path, max_past: int):
+def _export_pte(model, folder: Path, max_past: int, int8: bool):
     from sparseformer.export import ExecuTorchDecoder, to_executorch_decode_step
 
     t0 = time.perf_counter()
-    path = to_executorch_decode_step(model, folder / "step.pte", max_past=max_past)
+    path = to_executorch_decode_step(model, folder / f"step{'_int8' if int8 else ''}.pte", max_past=max_past, int8=int8)
     print(
-        f"decode step .pte (max_past {max_past}) in {time.perf_counter() - t0:.0f} s: {path.stat().st_size / MIB:.0f} MiB"
+        f"decode step .pte{' int8' if int8 else ''} (max_past {max_past}) in {time.perf_counter() - t0:.0f} s: "
+        f"{path.stat().st_size / MIB:.0f} MiB"
     )
     return ExecuTorchDecoder(path).step
 
