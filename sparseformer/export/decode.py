@@ -406,8 +406,22 @@ class ExecuTorchDecoder(_StepDecoder):
         self.chunk = int(runner.constant("sparseformer_decode_chunk")[0])
         self.batch, self.kv_heads, _, self.head_dim = runner.input_shapes[2]
         self.method = runner.method
+        self._storage: list[torch.Tensor] = []  # per output, the flat tensor step() copies it into
         if prefill is not None:
             self._check_prefill(ExecuTorchDecoder(prefill), prefill)
 
     def step(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(self.method.execute([t.contiguous() for t in inputs]))
+        """One call of the program. The outputs are views of tensors this decoder owns, which its
+        next call overwrites (feed them to that call, or copy them). ``Method.execute`` would clone
+        every output into a fresh tensor; at 32k past keys that is about 200 MiB of new pages per
+        step, which cost more than the step itself. Here the runtime's outputs are read without a
+        clone and copied into storage that only grows (by doubling)."""
+        outs = self.method._method([t.contiguous() for t in inputs], clone_outputs=False)  # (runtime's memory)
+        kept = []
+        for i, out in enumerate(outs):
+            if i == len(self._storage):
+                self._storage.append(torch.empty(0, dtype=out.dtype))
+            if self._storage[i].numel() < out.numel():
+                self._storage[i] = torch.empty(max(out.numel(), 2 * self._storage[i].numel()), dtype=out.dtype)
+            kept.append(self._storage[i][: out.numel()].view(out.shape).copy_(out))
+        return tuple(kept)
