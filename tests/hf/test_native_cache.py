@@ -84,3 +84,50 @@ def test_decode_steps_that_see_every_key_take_sdpa(monkeypatch, family):
     assert torch.equal(got, want)
     decode = [layout for layout in seen if layout.q_len == 1]
     assert decode == []
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_cached_step_equals_the_pairwise_definition(seed):
+    """``_cached_step`` (the path of a chunk of queries after a symbolic-length cache) against its
+    definition in float64, pair by pair: query ``i`` at position ``i + q_offset`` attends key ``j``
+    iff ``lo <= i + q_offset - j <= hi`` and the key is real; grouped heads, soft-capping and
+    sinks at random; a query with no key gives 0."""
+    from sparseformer.hf.masks import MaskInfo
+    from sparseformer.hf.native import Span
+
+    g = torch.Generator().manual_seed(seed)
+
+    def draw(lo: int, hi: int) -> int:
+        return int(torch.randint(lo, hi + 1, (), generator=g))
+
+    b, hk, group, d = 2, draw(1, 2), draw(1, 3), draw(2, 9)
+    lq, q_offset = draw(1, 9), draw(0, 20)
+    lk = q_offset + lq
+    lo = None if seed % 3 == 0 else draw(-3, 2)
+    hi = None if seed % 2 == 0 else max(draw(0, 12), lo if lo is not None else 0)
+    span = Span(lo, hi)
+    q = torch.randn(b, hk * group, lq, d, generator=g, dtype=torch.float64)
+    k = torch.randn(b, hk, lk, d, generator=g, dtype=torch.float64)
+    v = torch.randn(b, hk, lk, d, generator=g, dtype=torch.float64)
+    real = torch.rand(b, lk, generator=g) > 0.3
+    softcap = 5.0 if seed % 2 else None
+    sinks = torch.randn(hk * group, generator=g, dtype=torch.float64) if seed >= 3 else None
+    mask = MaskInfo(span, lq, lk, q_offset, real)
+    got = hf_attention._cached_step(q, k, v, span, q_offset, mask, 0.0, None, softcap, sinks)  # [B, Lq, H, D]
+    want = torch.zeros_like(got)
+    for bi in range(b):
+        for h in range(hk * group):
+            for i in range(lq):
+                keys = [
+                    j for j in range(lk)
+                    if real[bi, j] and (lo is None or lo <= i + q_offset - j) and (hi is None or i + q_offset - j <= hi)
+                ]  # fmt: skip
+                if not keys:
+                    continue
+                s = torch.stack([q[bi, h, i] @ k[bi, h // group, j] for j in keys]) * d**-0.5
+                if softcap is not None:
+                    s = softcap * torch.tanh(s / softcap)
+                z = torch.cat([s, sinks[h : h + 1]]) if sinks is not None else s
+                p = torch.softmax(z, 0)[: len(keys)]
+                want[bi, i, h] = sum(p[n] * v[bi, h // group, j] for n, j in enumerate(keys))
+    torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
