@@ -5,7 +5,8 @@ activations quantized on the fly), for the three deployment paths, plus the qual
 * ONNX Runtime: :func:`quantize_onnx` (``onnxruntime.quantization.quantize_dynamic`` on every
   MatMul/Gemm with a constant weight, which includes the attention in-projection);
 * ExecuTorch: :func:`to_executorch_int8` (PT2E with XNNPACK's dynamic int8 config, then the
-  XNNPACK delegate).
+  XNNPACK delegate); the pass itself is :func:`quantize_linears`, which the decode-step export
+  (``to_executorch_decode_step(..., int8=True)``) uses too.
 """
 
 from __future__ import annotations
