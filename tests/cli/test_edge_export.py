@@ -164,10 +164,10 @@ def test_export_transformers_model_dirs(tmp_path, capsys):
     assert "--prefill takes --decode-step and a chunk C >= 2, got 1" in capsys.readouterr().err
     pytest.importorskip("executorch")
     argv = ["export", "--out", str(tmp_path), "--model", str(gemma), "--decode-step", "--format", "executorch"]
-    args = ap.parse_args([*argv, "--max-length", "32", "--int8"])
+    args = ap.parse_args([*argv, "--max-length", "32"])
     assert args.func(args) == 0
-    assert "gemma_decode_step_int8.pte" in capsys.readouterr().out
-    pte = ExecuTorchDecoder(tmp_path / "gemma_decode_step_int8.pte")
+    assert "gemma_decode_step.pte" in capsys.readouterr().out
+    pte = ExecuTorchDecoder(tmp_path / "gemma_decode_step.pte")
     assert (pte.capacities, pte.max_past, pte.batch) == ([tiny.WINDOW - 1, None, tiny.WINDOW - 1], 32, 1)
     for argv, message in (
         (["--model", str(tmp_path)], "a transformers model directory"),
@@ -177,3 +177,33 @@ def test_export_transformers_model_dirs(tmp_path, capsys):
         args = ap.parse_args(["export", "--lengths", "40", "--batch", "2", "--out", str(tmp_path), *argv])
         with pytest.raises(ValueError, match=message):
             args.func(args)
+
+
+def test_decode_step_int8_and_prefill_reach_the_executorch_export(tmp_path, capsys, monkeypatch):
+    """``--decode-step --format executorch --int8 --prefill C``: the step and the prefill file, both
+    int8, each named for what it is (the export itself is tested in tests/export)."""
+    pytest.importorskip("transformers")
+    from sparseformer.export import decode
+    from tests.hf import tiny
+
+    tiny.native("gemma3").save_pretrained(tmp_path / "gemma")
+    calls = []
+
+    def export(model, path, **kwargs):
+        calls.append((path.name, kwargs))
+        path.write_bytes(b"pte")
+        return path
+
+    monkeypatch.setattr(decode, "to_executorch_decode_step", export)
+    ap = argparse.ArgumentParser()
+    add_parser_export(ap.add_subparsers())
+    argv = ["export", "--out", str(tmp_path), "--model", str(tmp_path / "gemma"), "--decode-step"]
+    args = ap.parse_args([*argv, "--format", "executorch", "--int8", "--prefill", "5", "--max-length", "40"])
+    assert args.func(args) == 0
+    common = {"batch": 1, "max_past": 40, "int8": True}
+    assert calls == [
+        ("gemma_decode_step_int8.pte", {**common, "chunk": 1}),
+        ("gemma_prefill5_int8.pte", {**common, "chunk": 5}),
+    ]
+    printed = capsys.readouterr().out
+    assert "1 token per call" in printed and "5 tokens per call" in printed

@@ -86,7 +86,7 @@ def _check_every_step(decoder, ids, mask, want) -> None:
         torch.testing.assert_close(logits[real, 0], want[real, t + c - 1], atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize(("family", "chunk"), [("gemma3", 4), ("gemma2", 11), ("llama", 5)])
+@pytest.mark.parametrize(("family", "chunk"), [("gemma3", 4), ("gemma2", 11)])
 def test_prefill_chunks_equal_the_stock_model(family, chunk, tmp_path):
     """A ``chunk > 1`` export reads a left-padded prompt ``chunk`` tokens per call (fewer than the
     window, and more: 11 > ``W - 1``): the last token's logits of every call equal the stock
@@ -157,23 +157,24 @@ def test_executorch_step_and_generate(tmp_path):
 def test_executorch_int8_step_stays_close(tmp_path):
     """Gemma 3's step as an int8 ``.pte`` (linear layers int8, caches float32), fed one token at a
     time with its own caches: at every real position its logits keep cosine >= 0.99 to the fp32
-    ``.pte``'s, and they are not the same logits (the layers were quantized)."""
+    stock model's, and they are not within 1e-4 of them (the layers were quantized; the fp32
+    ``.pte`` is, in test_executorch_step_and_generate)."""
     pytest.importorskip("executorch")
     from sparseformer.export.decode import ExecuTorchDecoder, to_executorch_decode_step
 
-    _, ours = _pair("gemma3")
-    ids, mask = _left_padded(2 * tiny.WINDOW + 3, seed=5)
-    fp32 = ExecuTorchDecoder(to_executorch_decode_step(ours, tmp_path / "step.pte", batch=2, max_past=32))
-    int8 = ExecuTorchDecoder(to_executorch_decode_step(ours, tmp_path / "step8.pte", batch=2, max_past=32, int8=True))
-    assert int8.capacities == fp32.capacities == DecodeStep(ours).capacities
-    past32, past8, seen = _zero_caches(fp32), _zero_caches(int8), torch.zeros(2, 1, dtype=torch.long)
+    stock, ours = _pair("gemma3")
+    ids, mask = _left_padded(tiny.WINDOW + 4, seed=5)
+    with torch.no_grad():
+        want = stock(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
+    int8 = ExecuTorchDecoder(to_executorch_decode_step(ours, tmp_path / "step8.pte", batch=2, max_past=16, int8=True))
+    assert int8.capacities == DecodeStep(ours).capacities
+    past, seen = _zero_caches(int8), torch.zeros(2, 1, dtype=torch.long)
     for t in range(ids.shape[1]):
         seen = torch.cat([seen, mask[:, t : t + 1]], dim=1)
-        want, *past32 = fp32.step(ids[:, t : t + 1], seen, *past32)
-        got, *past8 = int8.step(ids[:, t : t + 1], seen, *past8)
+        got, *past = int8.step(ids[:, t : t + 1], seen, *past)
         for row in mask[:, t].nonzero().flatten().tolist():
-            assert quantize.cosine(got[row], want[row]) >= 0.99
-            assert not torch.equal(got[row], want[row])
+            assert quantize.cosine(got[row, 0], want[row, t]) >= 0.99
+            assert (got[row, 0] - want[row, t]).abs().max() > 1e-4
     with pytest.raises(TypeError, match="int8 must be a bool, got int"):
         to_executorch_decode_step(ours, tmp_path / "x.pte", int8=1)
     assert not (tmp_path / "x.pte").exists()
