@@ -246,22 +246,21 @@ def _export_decode_step(args: argparse.Namespace, model, name: str, out: Path) -
     from sparseformer.export.decode import to_executorch_decode_step, to_onnx_decode_step
 
     int8 = "_int8" if args.int8 else ""
-    for chunk, stem in ((1, f"{name}_decode_step{int8}"), (args.prefill, f"{name}_prefill{args.prefill}{int8}")):
+    for chunk, stem in ((1, f"{name}_decode_step"), (args.prefill, f"{name}_prefill{args.prefill}")):
         if chunk is None:
             continue
         t0 = time.perf_counter()
         if args.format == "executorch":
             max_past = args.max_length or 4096
             path = to_executorch_decode_step(
-                model, out / f"{stem}.pte", batch=args.batch, chunk=chunk, max_past=max_past, int8=args.int8
+                model, out / f"{stem}{int8}.pte", batch=args.batch, chunk=chunk, max_past=max_past, int8=args.int8
             )
             served = f"past lengths 1 to {max_past}"
         else:
-            fp32 = out / f"{stem.removesuffix(int8)}.onnx"
-            path = to_onnx_decode_step(model, fp32, batch=args.batch, chunk=chunk)
+            path = to_onnx_decode_step(model, out / f"{stem}.onnx", batch=args.batch, chunk=chunk)
             served = "any past length"
             if args.int8:
-                path = quantize.quantize_onnx(path, out / f"{stem}.onnx")
+                path = quantize.quantize_onnx(path, out / f"{stem}{int8}.onnx")
         print(
             f"{path}  {path.stat().st_size / MiB:.2f} MiB  {chunk} token{'s' if chunk > 1 else ''} per call, "
             f"batch {args.batch}, {served}  {time.perf_counter() - t0:.1f} s"

@@ -309,7 +309,8 @@ class _StepDecoder:
     def step(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         raise NotImplementedError
 
-    def _check_prefill(self, prefill: _StepDecoder, path: str | os.PathLike) -> None:
+    def _set_prefill(self, prefill: _StepDecoder, path: str | os.PathLike) -> None:
+        """Read prompts through ``prefill`` (loaded from ``path``), after checking it fits this step."""
         mine = (self.capacities, self.kv_heads, self.head_dim, self.batch)
         theirs = (prefill.capacities, prefill.kv_heads, prefill.head_dim, prefill.batch)
         if self.chunk != 1 or prefill.chunk < 2 or mine != theirs:
@@ -384,7 +385,7 @@ class OnnxDecoder(_StepDecoder):
         self.batch, self.chunk, self.max_past = meta["batch"], meta["chunk"], None
         self.runner = OnnxRunner(path, threads=threads)
         if prefill is not None:
-            self._check_prefill(OnnxDecoder(prefill, threads), prefill)
+            self._set_prefill(OnnxDecoder(prefill, threads), prefill)
 
     def step(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.runner(*inputs)
@@ -408,7 +409,7 @@ class ExecuTorchDecoder(_StepDecoder):
         self.method = runner.method
         self._storage: list[torch.Tensor] = []  # per output, the flat tensor step() copies it into
         if prefill is not None:
-            self._check_prefill(ExecuTorchDecoder(prefill), prefill)
+            self._set_prefill(ExecuTorchDecoder(prefill), prefill)
 
     def step(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """One call of the program. The outputs are views of tensors this decoder owns, which its
