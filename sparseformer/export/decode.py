@@ -415,7 +415,7 @@ class ExecuTorchDecoder(_StepDecoder):
         """One call of the program. The outputs are views of tensors this decoder owns, which its
         next call overwrites (feed them to that call, or copy them). ``Method.execute`` would clone
         every output into a fresh tensor; at 32k past keys that is about 200 MiB of new pages per
-        step, which cost more than the step itself. Here the runtime's outputs are read without a
+        step. Here the runtime's outputs are read without a
         clone and copied into storage that only grows (by doubling)."""
         outs = self.method._method([t.contiguous() for t in inputs], clone_outputs=False)  # (runtime's memory)
         kept = []
