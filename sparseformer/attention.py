@@ -8,7 +8,7 @@ import math
 import torch
 
 from .band import band_of
-from .layout import BlockLayout, _check_block_size
+from .layout import BlockLayout, _check_block_size, untraced
 from .patterns.base import Pattern
 
 log = logging.getLogger("sparseformer")
@@ -197,6 +197,11 @@ def sparse_attention(
         from .kernels.flex import flex_sparse_attention
 
         return flex_sparse_attention(q, k, v, layout, **terms)
+    return _native(q, k, v, layout, **terms)
+
+
+def _native(q, k, v, layout, *, key_padding_mask, scale, dropout_p, softcap, sinks) -> torch.Tensor:
+    """The ``cpu`` backend over a :class:`BlockLayout` or :class:`~sparseformer.layout.LayoutPrefix`."""
     cpu = _cpu_kernel()
     if cpu is None:
         raise ValueError("backend='cpu' is not available here (see the log for why); use 'gather' or 'auto'")
@@ -205,6 +210,42 @@ def sparse_attention(
     if dropout_p > 0:
         raise ValueError("backend='cpu' has no dropout; use backend='gather' or 'auto' for dropout_p > 0")
     return cpu.attention(q, k, v, layout, key_padding_mask=key_padding_mask, scale=scale, softcap=softcap, sinks=sinks)
+
+
+def _upper_bound(n: torch.SymInt) -> int | None:
+    """The largest value a traced length may take (``torch.export``'s ``Dim(max=...)``), or None."""
+    import sympy
+
+    node = n.node
+    upper = node.shape_env.bound_sympy(node.expr).upper
+    return int(upper) if isinstance(upper, sympy.Integer) else None
+
+
+def _bounded_layout(q: torch.Tensor, pattern: Pattern, block_size: int, causal: bool, resolved: str):
+    """For self-attention at a symbolic length ``L`` on the ``cpu`` backend: the pattern compiled at
+    ``L``'s upper bound and cut to ``L`` in the graph (:meth:`BlockLayout.prefix`), which is the
+    pattern at ``L`` for band-form patterns and ``P.Dense()``; ValueError otherwise."""
+    from .patterns.dense import Dense
+
+    length = q.shape[2]
+    if resolved != "cpu":
+        raise ValueError(
+            f"a symbolic length (a traced graph) runs on the 'gather' or 'cpu' backend, got backend={resolved!r}"
+        )
+    if type(pattern) is not Dense and band_of(pattern, block_size, causal, q.shape[1]) is None:
+        raise ValueError(
+            f"a symbolic length on the 'cpu' backend needs a band-form pattern or P.Dense() (the layout is compiled "
+            f"at the length's upper bound and cut to the length in the graph), got {pattern!r}; trace at a fixed length"
+        )
+    upper = _upper_bound(length)
+    if upper is None:
+        raise ValueError(
+            "a symbolic length on the 'cpu' backend needs an upper bound (torch.export Dim(max=...), to_onnx's "
+            "max_length): the layout is compiled at it"
+        )
+    with untraced():  # a layout is data: compiled, not traced
+        full = pattern.compile(q_len=upper, num_heads=q.shape[1], block_size=block_size, causal=causal)
+    return full.prefix(length)
 
 
 def pattern_attention(
@@ -231,7 +272,11 @@ def pattern_attention(
     truncated decays plus global prefix tokens) runs
     :func:`~sparseformer.kernels.band.band_attention`, and ``P.Dense()`` (every pair, ``j <= i``
     when causal) runs :func:`~sparseformer.kernels.reference.masked_attention` over the
-    ``[L, L]`` mask, the O(L²) a dense layer costs anyway.
+    ``[L, L]`` mask, the O(L²) a dense layer costs anyway. On the ``cpu`` backend a symbolic
+    self-attention length with an upper bound (``torch.export``'s ``Dim(max=N)``) runs the
+    native kernel over the layout compiled at ``N`` and cut to the length in the graph
+    (:meth:`~sparseformer.layout.BlockLayout.prefix`; band-form patterns and ``P.Dense()``, else
+    ValueError).
     """
     from .kernels.band import band_attention
     from .kernels.reference import masked_attention
@@ -254,6 +299,14 @@ def pattern_attention(
         return masked_attention(
             q, k, v, mask.tril() if causal else mask, key_padding_mask=key_padding_mask, scale=scale,
             dropout_p=dropout_p, softcap=None if softcap is None else float(softcap), sinks=sinks,
+        )  # fmt: skip
+    if not self_gather and isinstance(q.shape[2], torch.SymInt) and q.shape[2] == k.shape[2]:
+        layout = _bounded_layout(q, pattern, block_size, causal, resolved)
+        scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+        softcap = None if softcap is None else float(softcap)
+        return _native(
+            q, k, v, layout, key_padding_mask=key_padding_mask, scale=scale, dropout_p=dropout_p, softcap=softcap,
+            sinks=sinks,
         )  # fmt: skip
     band = band_of(pattern, block_size, causal, q.shape[1]) if self_gather else None
     if band is None:

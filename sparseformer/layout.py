@@ -17,7 +17,9 @@ entry is a key tile ``kb`` that the row visits, with
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -32,6 +34,17 @@ from .patterns.compose import Intersection, Union
 
 _REFINE_CHUNK = 1 << 22  # elements of element masks evaluated at once
 _BUCKET_SCORES = 1 << 24  # scores per batch element computed at once by row-bucket backends
+
+
+@contextlib.contextmanager
+def untraced() -> Iterator[None]:
+    """Run tensor code eagerly even inside a trace (``torch.export``, ``torch.onnx.export``): for
+    layout data, a pure function of ints that the graph holds as constants."""
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+    from torch.fx.experimental.proxy_tensor import disable_proxy_modes_tracing
+
+    with unset_fake_temporarily(), disable_proxy_modes_tracing():
+        yield
 
 
 @dataclass(frozen=True, eq=False)
@@ -291,6 +304,46 @@ class BlockLayout:
             self._device_cache[key] = score_mod
         return self._device_cache[key]
 
+    def prefix(self, length: int | torch.SymInt) -> LayoutPrefix:
+        """The layout's pairs ``(i, j)`` with ``i, j < length`` (``1 <= length <= q_len``), for a
+        self-attention layout (``q_len == kv_len``, ``q_offset == 0``), as a :class:`LayoutPrefix`:
+        what a traced graph with a symbolic length feeds the native kernel. Tensor ops of static
+        or length-sized shapes only (no data-dependent shape), O(nnz + layout_heads * nq)."""
+        if self.q_len != self.kv_len or self.q_offset:
+            raise ValueError(
+                f"prefix() needs a self-attention layout (q_len == kv_len, q_offset 0), got q_len={self.q_len}, "
+                f"kv_len={self.kv_len}, q_offset={self.q_offset}"
+            )
+        if isinstance(length, int) and not 1 <= length <= self.q_len:
+            raise ValueError(f"length must be in [1, q_len = {self.q_len}], got {length}")
+        bs, hl, nq_max = self.block_size, self.layout_heads, self.nq
+        # query (and key) tiles of the prefix, symbolic in a trace; not -(-length // bs): ONNX's integer
+        # division truncates
+        nq = (length + bs - 1) // bs
+        with untraced():  # the query tile of each entry: layout data, a constant of the graph
+            counts = self.row_ptr[1:] - self.row_ptr[:-1]  # [hl * nq_max]
+            entry_qb = torch.repeat_interleave(torch.arange(hl * nq_max), counts) % nq_max  # [nnz]
+        keep = (entry_qb < nq) & (self.col_idx < nq)  # [nnz]
+        kept_before = F.pad(keep.cumsum(0), (1, 0))  # [nnz + 1]: kept entries before entry e
+        # Row t of the prefix is tile t % nq of layout head t // nq; the last, t = hl * nq, maps to the
+        # layout's end, row_ptr[hl * nq_max] = nnz. (One arange of size >= 2 and no broadcast against a
+        # symbolic size: either would make a trace guard nq != 1.)
+        t = torch.arange(hl * nq + 1)
+        head = t // nq  # (no % by a symbolic int: torch.onnx cannot translate it)
+        row_ptr = kept_before[self.row_ptr[head * nq_max + t - head * nq]]  # [hl * nq + 1]
+        # kept entries first, in order, then the others: a permutation of the nnz entries
+        dropped_before = torch.arange(self.nnz) - kept_before[:-1]
+        dest = torch.where(keep, kept_before[:-1], kept_before[-1] + dropped_before)  # [nnz]
+
+        def compact(x: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None else torch.zeros_like(x).scatter(0, dest, x)
+
+        return LayoutPrefix(
+            q_len=length, kv_len=length, num_heads=self.num_heads, block_size=bs, layout_heads=hl, q_offset=0,
+            row_ptr=row_ptr, col_idx=compact(self.col_idx), mask_id=compact(self.mask_id), masks=self.masks,
+            log_weight=compact(self.log_weight), slopes=self.slopes,
+        )  # fmt: skip
+
     def row_buckets(self, device: torch.device | str = "cpu") -> RowBuckets:
         """The rows of every head grouped by length, for backends that batch rows (see
         :class:`RowBuckets`). O(nnz) small tensors, built at compile time, cached per device."""
@@ -298,6 +351,34 @@ class BlockLayout:
         if key not in self._device_cache:
             self._device_cache[key] = self._device_cache["cpu"].to(device)
         return self._device_cache[key]
+
+
+@dataclass(frozen=True, eq=False)
+class LayoutPrefix:
+    """A self-attention :class:`BlockLayout` cut to its first ``q_len = kv_len`` positions (see
+    :meth:`BlockLayout.prefix`), in the fields the native kernel reads
+    (:func:`sparseformer.kernels.cpu.attention`): the block CSR of the first ``nq = ceil(q_len /
+    bs)`` query tiles of each layout head, keeping the entries with a key tile ``kb < nq``, in order.
+    ``col_idx``, ``mask_id`` and ``log_weight`` keep the layout's ``nnz`` entries: those from
+    ``row_ptr[-1]`` on are unused capacity, never read. The tile masks are the layout's; a tile that
+    reaches past ``q_len`` is clipped by the kernel, which reads no query or key beyond the lengths.
+
+    Its pairs equal those of the pattern compiled at ``q_len`` whenever the pattern's pairs of two
+    positions do not depend on the length: band form (:func:`~sparseformer.band.band_of`), dense,
+    causal. ``q_len`` may be a symbolic int (a traced length)."""
+
+    q_len: int | torch.SymInt
+    kv_len: int | torch.SymInt
+    num_heads: int
+    block_size: int
+    layout_heads: int
+    q_offset: int
+    row_ptr: torch.Tensor  # int64 [layout_heads * nq + 1]
+    col_idx: torch.Tensor  # int64 [nnz of the full layout]; entries from row_ptr[-1] on unused
+    mask_id: torch.Tensor  # int64 [nnz of the full layout]
+    masks: torch.Tensor  # bool [P, bs, bs]
+    log_weight: torch.Tensor | None  # float64 [nnz of the full layout]
+    slopes: torch.Tensor | None  # float64 [num_heads]
 
 
 @dataclass(frozen=True)
@@ -549,4 +630,4 @@ def flops(layout: BlockLayout, head_dim: int, batch: int = 1) -> float:
     return 4.0 * batch * layout.visited_tiles * layout.block_size**2 * head_dim
 
 
-__all__ = ["BlockLayout", "compile_layout", "exact_states", "flops", "refine"]
+__all__ = ["BlockLayout", "LayoutPrefix", "compile_layout", "exact_states", "flops", "refine"]

@@ -149,7 +149,7 @@ def attention(
     Hl = layout.layout_heads
     if Hl not in (1, H):
         _fail("layout.layout_heads", Hl, f"1 or num_heads ({H})")
-    nq = -(-Lq // bs)
+    nq = (Lq + bs - 1) // bs  # as LayoutPrefix computes it, so that a traced length needs no guard
     row_ptr = _check_tensor("layout.row_ptr", layout.row_ptr)
     col_idx = _check_tensor("layout.col_idx", layout.col_idx)
     mask_id = _check_tensor("layout.mask_id", layout.mask_id)
