@@ -3,7 +3,7 @@
 latency, file size fp32 vs int8, int8 quality, peak RSS. Prints the markdown tables of docs/edge.md.
 
     .venv/bin/python benchmarks/edge_encoder.py [--lengths 1024 2048 4096] [--formats onnx executorch] [--threads 2]
-        [--dynamic]     # the sparse ONNX model as one dynamic-length file
+        [--dynamic]     # the sparse ONNX models (portable, custom op) as one dynamic-length file each
         [--custom-op]   # also the sparse model with the native kernel as a custom op (custom_op=True)
 
 The dense baseline is PyTorch's own nn.TransformerEncoderLayer with the same weights, exported by
@@ -115,8 +115,9 @@ def main() -> int:
     ap.add_argument(
         "--dynamic",
         action="store_true",
-        help="onnx: export the sparse model once, dynamic_length=True up to max(--lengths), traced at the "
-        "shortest, and time that one file at every length (the dense model stays per length)",
+        help="onnx: export the sparse model (and with --custom-op the custom-op model) once, dynamic_length=True "
+        "up to max(--lengths), traced at the shortest, and time that one file at every length (the dense model "
+        "stays per length)",
     )
     ap.add_argument(
         "--custom-op",
@@ -139,15 +140,20 @@ def main() -> int:
     tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="edge_bench_"))
     tmp.mkdir(parents=True, exist_ok=True)
     rows = []
-    if args.dynamic:  # one sparse file for every length (its own fp32 and int8 files)
-        x = (torch.randn(1, min(args.lengths), D),)
-        dyn = to_onnx(sparse, x, tmp / "sparse_dynamic.onnx", dynamic_length=True, max_length=max(args.lengths))
-        if not args.skip_int8:
-            quantize.quantize_onnx(dyn, tmp / "sparse_dynamic_int8.onnx")
-    jobs = [(k, L) for L in args.lengths for k in args.formats]
     variants = [("sparse", sparse, False), ("dense", dense, False)]
     if args.custom_op:
         variants.insert(1, ("custom op", sparse, True))
+    dynamic = {}  # name -> {"fp32": path, "int8": path}: one file of each sparse variant for every length
+    if args.dynamic:
+        x = (torch.randn(1, min(args.lengths), D),)
+        for name, model, custom_op in variants[:-1]:
+            stem = name.replace(" ", "_")
+            dynamic[name] = {"fp32": tmp / f"{stem}_dynamic.onnx"}
+            to_onnx(model, x, dynamic[name]["fp32"], dynamic_length=True, max_length=max(args.lengths),
+                    custom_op=custom_op)  # fmt: skip
+            if not args.skip_int8:
+                dynamic[name]["int8"] = quantize.quantize_onnx(dynamic[name]["fp32"], tmp / f"{stem}_dynamic_int8.onnx")
+    jobs = [(k, L) for L in args.lengths for k in args.formats]
     for kind, L in tqdm(jobs, desc="export+run", file=sys.stderr):
         x = (torch.randn(1, L, D),)
         ext = "onnx" if kind == "onnx" else "pte"
@@ -155,10 +161,8 @@ def main() -> int:
         for name, model, custom_op in variants:
             stem = name.replace(" ", "_")
             f32, i8 = tmp / f"{stem}_L{L}.{ext}", tmp / f"{stem}_L{L}_int8.{ext}"
-            if args.dynamic and kind == "onnx" and name == "sparse":
-                files[name, "fp32"] = tmp / "sparse_dynamic.onnx"
-                if not args.skip_int8:
-                    files[name, "int8"] = tmp / "sparse_dynamic_int8.onnx"
+            if kind == "onnx" and name in dynamic:
+                files.update({(name, q): f for q, f in dynamic[name].items()})
                 continue
             (to_onnx if kind == "onnx" else to_executorch)(model, x, f32, custom_op=custom_op)
             files[name, "fp32"] = f32
@@ -195,7 +199,7 @@ def main() -> int:
                 }
             )  # fmt: skip
         if not args.keep:
-            for f in set(files.values()) - {tmp / "sparse_dynamic.onnx", tmp / "sparse_dynamic_int8.onnx"}:
+            for f in set(files.values()) - {f for d in dynamic.values() for f in d.values()}:
                 f.unlink()
     report(rows, args)
     return 0
@@ -215,7 +219,8 @@ def flop_bound(length: int) -> float:
 def report(rows: list[dict], args) -> None:
     by = {(r["kind"], r["L"], r["model"]): r for r in rows}
     if args.dynamic:
-        print("Sparse ONNX: one dynamic-length export (dynamic_length=True) timed at every length.\n")
+        print("Sparse ONNX (and custom op, with --custom-op): one dynamic-length export (dynamic_length=True) "
+              "timed at every length.\n")  # fmt: skip
     print(f"Encoder 6x(384, 12 heads, FFN 1536), batch 1, {args.threads} threads, best of {args.repeat} runs x "
           f"{args.rounds} interleaved rounds; "
           f"sparse = SlidingWindow(1, unit='block') | Global(blocks=1), block 64. FLOP bound: the speed-up if "

@@ -95,7 +95,7 @@ def add_parser_export(subparsers) -> None:
         action="store_true",
         help="each sparse attention runs the native kernel: onnx, one custom node (ONNX Runtime loads the library "
         "printed); executorch, one kernel call (the runtime loads the kernel library printed first); float32 "
-        "attention, per length",
+        "attention; per length, or (onnx) with --dynamic up to --max-length, which it then needs",
     )
     p.add_argument(
         "--decode-step",

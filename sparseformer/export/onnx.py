@@ -83,9 +83,11 @@ def to_onnx(
         custom_op: False (default): the sparse attention as portable ONNX ops (the ``gather``
             backend), a file any ONNX runtime opens. True: each sparse attention as one
             ``sparseformer.ai::BlockSparseAttention`` node running the native kernel (traced on
-            the ``cpu`` backend, the compiled layout stored as initializers); float32, per length
-            only (not with ``dynamic_length``), and ONNX Runtime needs the custom-op library
-            (``sparseformer.export.ort_op.library_path()``; :class:`OnnxRunner` registers it).
+            the ``cpu`` backend, the compiled layout stored as initializers); float32; with
+            ``dynamic_length`` the layout is compiled at ``max_length`` (required) and each
+            call cuts it to the input's length in the graph
+            (:meth:`~sparseformer.layout.BlockLayout.prefix`). ONNX Runtime needs the custom-op
+            library (``sparseformer.export.ort_op.library_path()``; :class:`OnnxRunner` registers it).
 
     Returns the path.
     """
@@ -98,10 +100,10 @@ def to_onnx(
         raise TypeError(f"dynamic_length must be a bool, got {type(dynamic_length).__name__}")
     if not isinstance(custom_op, bool):
         raise TypeError(f"custom_op must be a bool, got {type(custom_op).__name__}")
-    if custom_op and dynamic_length:
+    if custom_op and dynamic_length and max_length is None:
         raise ValueError(
-            "custom_op=True exports per length (the op reads the compiled block layout, stored as initializers); "
-            "use dynamic_length=False, or custom_op=False for one file of every length"
+            "custom_op=True with dynamic_length=True needs max_length: the op reads a block layout compiled at "
+            "max_length and cut to the input's length in the graph"
         )
     length = int(inputs[0].shape[seq_dim])
     shapes: list[list[int | None]] = [list(t.shape) for t in inputs]

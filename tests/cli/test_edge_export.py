@@ -6,7 +6,7 @@ import pytest
 
 from sparseformer.cli.edge import add_parser_export
 from sparseformer.export import OnnxRunner
-from sparseformer.export.decode import ExecuTorchDecoder, OnnxDecoder
+from sparseformer.export.decode import OnnxDecoder
 
 pytest.importorskip("onnxruntime")
 
@@ -53,6 +53,11 @@ def test_export_onnx_custom_op(tmp_path, capsys):
     assert f"custom-op library (SessionOptions.register_custom_ops_library): {runner.custom_ops_library}" in (
         capsys.readouterr().out
     )
+    dynamic = ["--custom-op", "--dynamic", "--max-length", "200", "--lengths", "40"]
+    args = ap.parse_args(["export", *dynamic, "--out", str(tmp_path), *small])
+    assert args.func(args) == 0
+    assert uses_custom_op(tmp_path / "encoder_dynamic.onnx")
+    assert OnnxRunner(tmp_path / "encoder_dynamic.onnx").seq_range == (16, 200)
     pytest.importorskip("executorch")
     from sparseformer.export import ExecuTorchRunner
 
@@ -92,8 +97,8 @@ def test_checkpoint_of_sparseformer_train_loads_and_a_misfit_is_named(tmp_path):
 def test_export_transformers_model_dirs(tmp_path, capsys):
     """``--model DIR`` (sparsified with --pattern, its own attention, or --stock) and
     ``--distilled DIR``: one file per length whose outputs are the PyTorch model's; with
-    ``--dynamic``, one file for every length; with ``--decode-step``, a decoder's step whose greedy
-    tokens are ``generate()``'s."""
+    ``--dynamic``, one file for every length; with ``--decode-step``, a decoder's ONNX step whose greedy
+    tokens are ``generate()``'s (the ExecuTorch step's options: the next test; its export: tests/export)."""
     pytest.importorskip("transformers")
     import torch
 
@@ -162,13 +167,6 @@ def test_export_transformers_model_dirs(tmp_path, capsys):
     args = ap.parse_args([*argv, "--prefill", "1"])
     assert args.func(args) == 2
     assert "--prefill takes --decode-step and a chunk C >= 2, got 1" in capsys.readouterr().err
-    pytest.importorskip("executorch")
-    argv = ["export", "--out", str(tmp_path), "--model", str(gemma), "--decode-step", "--format", "executorch"]
-    args = ap.parse_args([*argv, "--max-length", "32"])
-    assert args.func(args) == 0
-    assert "gemma_decode_step.pte" in capsys.readouterr().out
-    pte = ExecuTorchDecoder(tmp_path / "gemma_decode_step.pte")
-    assert (pte.capacities, pte.max_past, pte.batch) == ([tiny.WINDOW - 1, None, tiny.WINDOW - 1], 32, 1)
     for argv, message in (
         (["--model", str(tmp_path)], "a transformers model directory"),
         (["--pattern", "sliding-cls"], "are for a transformers --model DIR"),

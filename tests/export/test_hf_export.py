@@ -126,13 +126,18 @@ def test_bad_inputs_are_named(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("family", ["bert", "gemma3", "modernbert"])
-def test_one_dynamic_length_file_serves_every_length(family, tmp_path):
+@pytest.mark.parametrize(
+    "family, custom_op", [("bert", False), ("gemma3", False), ("modernbert", False), ("gemma3", True)]
+)
+def test_one_dynamic_length_file_serves_every_length(family, custom_op, tmp_path):
     """Band-form layers (windows, global tokens) and full layers (``P.Dense()``): no layout in the
-    graph, so one file serves every length, each with its own padding."""
+    graph (or, with the custom op, the layout at ``max_length`` cut to the length in the graph),
+    so one file serves every length, each with its own padding."""
     model = _model(family)
-    path = to_onnx(model, _inputs(family, 45, seed=10), tmp_path / "m.onnx", dynamic_length=True, max_length=200)
+    inputs = _inputs(family, 45, seed=10)
+    path = to_onnx(model, inputs, tmp_path / "m.onnx", dynamic_length=True, max_length=200, custom_op=custom_op)
     runner = OnnxRunner(path)
+    assert (runner.custom_ops_library is not None) == custom_op
     assert runner.seq_range == (2, 200)
     for length in (3, 17, 64, 131, 200):
         ids, mask = _inputs(family, length, seed=length)

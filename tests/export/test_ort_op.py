@@ -101,6 +101,34 @@ def test_custom_op_export_equals_portable_export(tmp_path, rng_length, kind):
         run_custom(torch.cat([x, x[:, :1]], 1))
 
 
+@pytest.mark.parametrize("kind", ["encoder", "causal_lm"])
+def test_one_dynamic_custom_op_file_serves_every_length(tmp_path, kind):
+    """``custom_op=True, dynamic_length=True``: the layout compiled at ``max_length`` and cut to each
+    input's length in the graph; equal to the portable dynamic file and to the model at lengths
+    that are and are not multiples of the block size."""
+    model = encoder(7) if kind == "encoder" else causal_lm(8)
+
+    def example(length):
+        return torch.randn(2, length, 32) if kind == "encoder" else torch.randint(0, 256, (2, length))
+
+    options = dict(dynamic_length=True, max_length=150)
+    portable = OnnxRunner(to_onnx(model, (example(45),), tmp_path / "portable.onnx", **options))
+    custom_path = to_onnx(model, (example(45),), tmp_path / "custom.onnx", custom_op=True, **options)
+    assert _count_ops(custom_path) == 2
+    custom = OnnxRunner(custom_path)
+    lo = custom.seq_range[0]
+    assert custom.seq_range == portable.seq_range == (lo, 150)
+    g = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    for length in (lo, 17, 64, int(torch.randint(18, 149, (), generator=g)), 150):
+        x = example(length)
+        got = custom(x)
+        torch.testing.assert_close(got, portable(x), atol=1e-5, rtol=1e-5)
+        with torch.no_grad():
+            torch.testing.assert_close(got, model(x), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match=f"sequence lengths {lo} to 150, got 151"):
+        custom(example(151))
+
+
 def test_custom_op_file_quantizes_to_int8(tmp_path):
     """``quantize_onnx`` on a custom-op file: the linear layers become int8, the kernel's nodes stay
     (float32), and the output keeps cosine >= 0.99 to the fp32 file's."""
@@ -162,7 +190,7 @@ def test_runtime_without_the_library_gets_a_clear_error(tmp_path, monkeypatch):
 def test_custom_op_arguments(tmp_path):
     model = encoder(5)
     x = torch.randn(1, 40, 32)
-    with pytest.raises(ValueError, match="custom_op=True exports per length"):
+    with pytest.raises(ValueError, match="custom_op=True with dynamic_length=True needs max_length"):
         to_onnx(model, (x,), tmp_path / "a.onnx", custom_op=True, dynamic_length=True)
     with pytest.raises(TypeError, match="custom_op must be a bool"):
         to_onnx(model, (x,), tmp_path / "a.onnx", custom_op="yes")
