@@ -3,7 +3,7 @@
 latency, file size fp32 vs int8, int8 quality, peak RSS. Prints the markdown tables of docs/edge.md.
 
     .venv/bin/python benchmarks/edge_encoder.py [--lengths 1024 2048 4096] [--formats onnx executorch] [--threads 2]
-        [--dynamic]     # the sparse ONNX models (portable, custom op) as one dynamic-length file each
+        [--dynamic]     # one dynamic-length file each: the sparse ONNX models, the custom-op .pte
         [--custom-op]   # also the sparse model with the native kernel as a custom op (custom_op=True)
 
 The dense baseline is PyTorch's own nn.TransformerEncoderLayer with the same weights, exported by
@@ -115,9 +115,9 @@ def main() -> int:
     ap.add_argument(
         "--dynamic",
         action="store_true",
-        help="onnx: export the sparse model (and with --custom-op the custom-op model) once, dynamic_length=True "
-        "up to max(--lengths), traced at the shortest, and time that one file at every length (the dense model "
-        "stays per length)",
+        help="export the sparse model (onnx) and with --custom-op the custom-op model (onnx, and executorch fp32) "
+        "once, dynamic_length=True up to max(--lengths), traced at the shortest, and time that one file at every "
+        "length (the dense model and the rest stay per length)",
     )
     ap.add_argument(
         "--custom-op",
@@ -143,16 +143,22 @@ def main() -> int:
     variants = [("sparse", sparse, False), ("dense", dense, False)]
     if args.custom_op:
         variants.insert(1, ("custom op", sparse, True))
-    dynamic = {}  # name -> {"fp32": path, "int8": path}: one file of each sparse variant for every length
+    # (format, name) -> {"fp32": path[, "int8": path]}: one file for every length, for the sparse variants
+    # that export so (ONNX: both, fp32 and int8; ExecuTorch: the custom op, fp32)
+    dynamic = {}
     if args.dynamic:
         x = (torch.randn(1, min(args.lengths), D),)
+        options = dict(dynamic_length=True, max_length=max(args.lengths))
         for name, model, custom_op in variants[:-1]:
             stem = name.replace(" ", "_")
-            dynamic[name] = {"fp32": tmp / f"{stem}_dynamic.onnx"}
-            to_onnx(model, x, dynamic[name]["fp32"], dynamic_length=True, max_length=max(args.lengths),
-                    custom_op=custom_op)  # fmt: skip
-            if not args.skip_int8:
-                dynamic[name]["int8"] = quantize.quantize_onnx(dynamic[name]["fp32"], tmp / f"{stem}_dynamic_int8.onnx")
+            if "onnx" in args.formats:
+                f32 = to_onnx(model, x, tmp / f"{stem}_dynamic.onnx", custom_op=custom_op, **options)
+                dynamic["onnx", name] = {"fp32": f32}
+                if not args.skip_int8:
+                    dynamic["onnx", name]["int8"] = quantize.quantize_onnx(f32, tmp / f"{stem}_dynamic_int8.onnx")
+            if "executorch" in args.formats and custom_op:
+                f32 = to_executorch(model, x, tmp / f"{stem}_dynamic.pte", custom_op=True, **options)
+                dynamic["executorch", name] = {"fp32": f32}
     jobs = [(k, L) for L in args.lengths for k in args.formats]
     for kind, L in tqdm(jobs, desc="export+run", file=sys.stderr):
         x = (torch.randn(1, L, D),)
@@ -161,12 +167,12 @@ def main() -> int:
         for name, model, custom_op in variants:
             stem = name.replace(" ", "_")
             f32, i8 = tmp / f"{stem}_L{L}.{ext}", tmp / f"{stem}_L{L}_int8.{ext}"
-            if kind == "onnx" and name in dynamic:
-                files.update({(name, q): f for q, f in dynamic[name].items()})
-                continue
-            (to_onnx if kind == "onnx" else to_executorch)(model, x, f32, custom_op=custom_op)
-            files[name, "fp32"] = f32
-            if not args.skip_int8:
+            shared = dynamic.get((kind, name), {})
+            files.update({(name, q): f for q, f in shared.items()})
+            if "fp32" not in shared:
+                (to_onnx if kind == "onnx" else to_executorch)(model, x, f32, custom_op=custom_op)
+                files[name, "fp32"] = f32
+            if not args.skip_int8 and "int8" not in shared:
                 if kind == "onnx":
                     quantize.quantize_onnx(f32, i8)
                 else:
@@ -219,8 +225,8 @@ def flop_bound(length: int) -> float:
 def report(rows: list[dict], args) -> None:
     by = {(r["kind"], r["L"], r["model"]): r for r in rows}
     if args.dynamic:
-        print("Sparse ONNX (and custom op, with --custom-op): one dynamic-length export (dynamic_length=True) "
-              "timed at every length.\n")  # fmt: skip
+        print("One dynamic-length export (dynamic_length=True) timed at every length: sparse ONNX, and with "
+              "--custom-op the custom-op ONNX file and .pte (fp32).\n")  # fmt: skip
     print(f"Encoder 6x(384, 12 heads, FFN 1536), batch 1, {args.threads} threads, best of {args.repeat} runs x "
           f"{args.rounds} interleaved rounds; "
           f"sparse = SlidingWindow(1, unit='block') | Global(blocks=1), block 64. FLOP bound: the speed-up if "

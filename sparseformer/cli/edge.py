@@ -59,7 +59,8 @@ def add_parser_export(subparsers) -> None:
         "export",
         help="export a sparse encoder or the causal LM to ONNX / ExecuTorch, fp32 or int8",
         description="Each file is valid for the sequence length it was exported at (the block layout is baked in), "
-        "or, with --dynamic (ONNX, band-form patterns), for every length up to --max-length.",
+        "or, with --dynamic (band-form patterns; ONNX, or ExecuTorch with --custom-op), for every length up to "
+        "--max-length.",
     )
     p.add_argument(
         "--model",
@@ -82,7 +83,8 @@ def add_parser_export(subparsers) -> None:
     p.add_argument(
         "--dynamic",
         action="store_true",
-        help="onnx: one file for every length up to --max-length (traced at --lengths[0])",
+        help="one file for every length up to --max-length (traced at --lengths[0]): onnx, or executorch with "
+        "--custom-op (fp32)",
     )
     p.add_argument(
         "--max-length",
@@ -95,7 +97,7 @@ def add_parser_export(subparsers) -> None:
         action="store_true",
         help="each sparse attention runs the native kernel: onnx, one custom node (ONNX Runtime loads the library "
         "printed); executorch, one kernel call (the runtime loads the kernel library printed first); float32 "
-        "attention; per length, or (onnx) with --dynamic up to --max-length, which it then needs",
+        "attention; per length, or with --dynamic up to --max-length, which it then needs",
     )
     p.add_argument(
         "--decode-step",
@@ -185,8 +187,8 @@ def run_export(args: argparse.Namespace) -> int:
     if not out.is_dir():
         print(f"error: --out {str(out)!r} is not a folder", file=sys.stderr)
         return 2
-    if args.dynamic and args.format != "onnx":
-        print("error: --dynamic is for --format onnx", file=sys.stderr)
+    if args.dynamic and args.format != "onnx" and (not args.custom_op or args.int8):
+        print("error: --dynamic is for --format onnx, or executorch with --custom-op (fp32)", file=sys.stderr)
         return 2
     if args.prefill is not None and (not args.decode_step or args.prefill < 2):
         print(f"error: --prefill takes --decode-step and a chunk C >= 2, got {args.prefill}", file=sys.stderr)
@@ -224,10 +226,13 @@ def run_export(args: argparse.Namespace) -> int:
         elif args.int8:
             quantize.to_executorch_int8(model, inputs, path, custom_op=args.custom_op)
         else:
-            export.to_executorch(model, inputs, path, custom_op=args.custom_op)
+            export.to_executorch(model, inputs, path, **options)
         served = f"L={length}"
         if args.dynamic:
-            lo, hi = json.loads(export.read_metadata(path)["sparseformer.seq_range"])
+            if args.format == "onnx":
+                lo, hi = json.loads(export.read_metadata(path)["sparseformer.seq_range"])
+            else:
+                lo, hi = export.ExecuTorchRunner(path).seq_range
             served = f"L in [{lo}, {hi if hi is not None else 'any'}]"
         print(f"{path}  {path.stat().st_size / MiB:.2f} MiB  {served}  {time.perf_counter() - t0:.1f} s")
     if args.custom_op and args.format == "onnx":

@@ -117,6 +117,35 @@ def dynamic_min_length(model: nn.Module) -> int:
     return shortest
 
 
+def dynamic_length_shapes(
+    inputs: tuple[torch.Tensor, ...], seq_dim: int, seq_range: tuple[int, int | None]
+) -> tuple[tuple[dict, ...], list[list[int | None]]]:
+    """``torch.export`` dynamic shapes marking the sequence dims (``seq_dim`` of the first input,
+    every dim of the others that has its length), and the shapes to record (None at those dims)."""
+    shortest, longest = seq_range
+    length = int(inputs[0].shape[seq_dim])
+    if longest is not None and (isinstance(longest, bool) or not isinstance(longest, int)):
+        raise TypeError(f"max_length must be an int or None, got {type(longest).__name__}")
+    if not (shortest <= length and (longest is None or length <= longest)):
+        raise ValueError(
+            f"the example length {length} must lie in the export's range [{shortest}, {longest}] "
+            "(max_length, and the shortest length the patterns' global tokens allow)"
+        )
+    others = [n for d, n in enumerate(inputs[0].shape) if d != seq_dim]
+    if length in others:
+        raise ValueError(
+            f"the example length {length} equals another dim of input 0 (shape {tuple(inputs[0].shape)}); "
+            "use an example of another length so the sequence dim is unambiguous"
+        )
+    dim = torch.export.Dim("seq_len", min=shortest, max=longest)
+    spec, shapes = [], []
+    for i, t in enumerate(inputs):
+        dims = [seq_dim] if i == 0 else [d for d, n in enumerate(t.shape) if n == length]
+        spec.append({d: dim for d in dims} or None)
+        shapes.append([None if d in dims else n for d, n in enumerate(t.shape)])
+    return tuple(spec), shapes
+
+
 @contextlib.contextmanager
 def attention_backend(model: nn.Module, backend: str) -> Iterator[nn.Module]:
     """Run ``model``'s sparse attention on ``backend`` for the duration.

@@ -3,7 +3,10 @@ run with ``executorch.runtime``.
 
 Like the ONNX export, a ``.pte`` is valid for the traced input shapes only; they are stored in
 the program (constant methods ``sparseformer_seq_len`` and ``sparseformer_seq_dim``, plus the
-method's own input metadata), and :class:`ExecuTorchRunner` refuses any other length.
+method's own input metadata), and :class:`ExecuTorchRunner` refuses any other length. A
+``custom_op=True`` export may instead serve every length up to ``max_length``
+(``dynamic_length=True``; constant methods ``sparseformer_seq_range`` and
+``sparseformer_dynamic_dims``).
 
 With ``custom_op=True`` each sparse attention is one call of the native kernel
 (``sparseformer_et::block_sparse_attention.out``, :mod:`sparseformer.export.et_op`) instead of the
@@ -28,6 +31,8 @@ from ._common import (
     check_inputs,
     check_path,
     check_shapes,
+    dynamic_length_shapes,
+    dynamic_min_length,
     missing_extra,
     native_backend,
     portable_backend,
@@ -70,9 +75,11 @@ def _keeps_at_run_time(node: torch.fx.Node) -> bool:
     return isinstance(target, torch._ops.OpOverload) and torch.Tag.nondeterministic_seeded in target.tags
 
 
-def fold_constants(graph: torch.fx.GraphModule, inputs: tuple[torch.Tensor, ...]) -> torch.export.ExportedProgram:
-    """Export ``graph`` (an unlifted ``ExportedProgram.module()``) with every subgraph that does
-    not depend on the inputs (it reads only parameters, buffers and constants, or nothing, like
+def fold_constants(
+    graph: torch.fx.GraphModule, inputs: tuple[torch.Tensor, ...], dynamic_shapes: tuple | None = None
+) -> torch.export.ExportedProgram:
+    """Export ``graph`` (an unlifted ``ExportedProgram.module()``; ``dynamic_shapes`` as it was
+    exported with) with every subgraph that does not depend on the inputs (it reads only parameters, buffers and constants, or nothing, like
     an ``arange``) evaluated once, here, and stored as a constant.
 
     XNNPACK delegates an op only when its weights are constants, and whatever it leaves behind
@@ -120,11 +127,11 @@ def fold_constants(graph: torch.fx.GraphModule, inputs: tuple[torch.Tensor, ...]
             delattr(_attr(graph, owner) if owner else graph, leaf)
     graph.delete_all_unused_submodules()
     graph.recompile()
-    return torch.export.export(graph, inputs)
+    return torch.export.export(graph, inputs, dynamic_shapes=dynamic_shapes)
 
 
 def export_program(
-    model: nn.Module, inputs: tuple[torch.Tensor, ...], *, custom_op: bool = False
+    model: nn.Module, inputs: tuple[torch.Tensor, ...], *, custom_op: bool = False, dynamic_shapes: tuple | None = None
 ) -> torch.export.ExportedProgram:
     """``torch.export`` of ``model`` in eval mode with sparse attention on ``gather`` (or, with
     ``custom_op=True``, on the native ``cpu`` backend: one ``sparseformer::block_sparse_attention``
@@ -135,7 +142,8 @@ def export_program(
     try:
         with backend, torch.no_grad(), bmm_products():
             model(*inputs)  # compiles and caches the layouts, so the trace sees them as constants
-            return fold_constants(torch.export.export(model, inputs).module(), inputs)
+            program = torch.export.export(model, inputs, dynamic_shapes=dynamic_shapes)
+            return fold_constants(program.module(), inputs, dynamic_shapes)
     finally:
         model.train(training)
 
@@ -148,24 +156,51 @@ def to_executorch(
     seq_dim: int | None = None,
     exported: torch.export.ExportedProgram | None = None,
     custom_op: bool = False,
+    dynamic_length: bool = False,
+    max_length: int | None = None,
 ) -> Path:
     """Export ``model`` to an ExecuTorch ``.pte`` at ``path`` (temporary name, then renamed).
 
     Arguments as :func:`sparseformer.export.to_onnx`; ``exported`` lets a caller pass an already
     exported (e.g. quantized) program of ``model`` for these inputs, traced with the same
-    ``custom_op``. ``custom_op=True``: each sparse attention runs the native kernel (float32;
-    the program needs :mod:`sparseformer.export.et_op`'s library in the runtime). Returns the path.
+    ``custom_op``, per length. ``custom_op=True``: each sparse attention runs the native kernel
+    (float32; the program needs :mod:`sparseformer.export.et_op`'s library in the runtime).
+    ``dynamic_length=True`` (with ``custom_op=True`` and ``max_length``): one program for every
+    length from :func:`~sparseformer.export._common.dynamic_min_length` to ``max_length``, for
+    band-form patterns and full layers; the layout is compiled at ``max_length`` and cut to the
+    input's length in the program, and ExecuTorch plans the activations' memory for
+    ``max_length``. The portable graph is per length here (its attention decomposition for
+    ExecuTorch specialises on the length). Returns the path.
     """
     model, inputs = prepare(model, example_inputs)
     check_path(path)
     seq_dim = seq_dim_of(model) if seq_dim is None else seq_dim
     if not 0 <= seq_dim < inputs[0].dim():
         raise ValueError(f"seq_dim must index a dim of the first input (shape {tuple(inputs[0].shape)}), got {seq_dim}")
+    if not isinstance(dynamic_length, bool):
+        raise TypeError(f"dynamic_length must be a bool, got {type(dynamic_length).__name__}")
+    constants: dict[str, object] = {"sparseformer_seq_dim": seq_dim}
+    spec = None
+    if dynamic_length:
+        if custom_op is not True or max_length is None or exported is not None:
+            raise ValueError(
+                "dynamic_length=True ExecuTorch exports need custom_op=True and max_length (the layout is compiled "
+                "at it and cut to each input's length in the program) and no pre-exported program; the portable "
+                f"graph is per length; got custom_op={custom_op!r}, max_length={max_length!r}"
+            )
+        seq_range = (dynamic_min_length(model), max_length)
+        spec, shapes = dynamic_length_shapes(inputs, seq_dim, seq_range)
+        constants["sparseformer_seq_range"] = list(seq_range)
+        constants["sparseformer_dynamic_dims"] = [x for i, s in enumerate(shapes) for d, n in enumerate(s) if n is None
+                                                  for x in (i, d)]  # fmt: skip
+    elif max_length is not None:
+        raise ValueError(f"max_length is for dynamic_length=True exports, got max_length={max_length}")
+    else:
+        constants["sparseformer_seq_len"] = int(inputs[0].shape[seq_dim])
     if exported is None:
-        exported = export_program(model, inputs, custom_op=custom_op)
+        exported = export_program(model, inputs, custom_op=custom_op, dynamic_shapes=spec)
     elif not isinstance(custom_op, bool):
         raise TypeError(f"custom_op must be a bool, got {type(custom_op).__name__}")
-    constants = {"sparseformer_seq_len": int(inputs[0].shape[seq_dim]), "sparseformer_seq_dim": seq_dim}
     if custom_op:
         from .et_op.ops import use_et_op
 
@@ -178,7 +213,7 @@ def to_executorch(
 class ExecuTorchRunner:
     """Runs a ``.pte`` with ``executorch.runtime``; ``runner(*inputs)`` takes torch tensors of
     the traced shapes and returns a tensor (a tuple for several outputs). Another sequence
-    length raises ValueError."""
+    length (one outside ``seq_range`` for a dynamic-length program) raises ValueError."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         try:
@@ -198,8 +233,16 @@ class ExecuTorchRunner:
         self.method = self.program.load_method("forward")
         self.seq_len = int(self.constant("sparseformer_seq_len")[0]) if "sparseformer_seq_len" in names else None
         self.seq_dim = int(self.constant("sparseformer_seq_dim")[0]) if "sparseformer_seq_dim" in names else 1
+        #: ``(shortest, longest)`` lengths of a dynamic-length program, else None.
+        self.seq_range = tuple(self.constant("sparseformer_seq_range")) if "sparseformer_seq_range" in names else None
         meta = self.method.metadata
-        self.input_shapes = [list(meta.input_tensor_meta(i).sizes()) for i in range(meta.num_inputs())]
+        self.input_shapes: list[list[int | None]] = [
+            list(meta.input_tensor_meta(i).sizes()) for i in range(meta.num_inputs())
+        ]  # the largest shapes of a dynamic-length program; None marks its length dims below
+        if self.seq_range is not None:
+            flat = self.constant("sparseformer_dynamic_dims")
+            for i, d in zip(flat[::2], flat[1::2]):
+                self.input_shapes[int(i)][int(d)] = None
 
     def constant(self, name: str) -> list:
         """The values of the program's constant method ``name``."""
@@ -207,6 +250,6 @@ class ExecuTorchRunner:
 
     def __call__(self, *inputs: torch.Tensor):
         inputs = check_inputs(inputs)
-        check_shapes(self.input_shapes, inputs, self.seq_dim)
+        check_shapes(self.input_shapes, inputs, self.seq_dim, self.seq_range)
         outs = tuple(self.method.execute([t.contiguous() for t in inputs]))
         return outs[0] if len(outs) == 1 else outs

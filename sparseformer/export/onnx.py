@@ -25,6 +25,7 @@ from ._common import (
     atomic_write,
     check_path,
     check_shapes,
+    dynamic_length_shapes,
     dynamic_min_length,
     missing_extra,
     native_backend,
@@ -111,7 +112,7 @@ def to_onnx(
     is_token = isinstance(model, TokenModel)
     if dynamic_length:
         seq_range = (dynamic_min_length(model), max_length)
-        dynamic_shapes, shapes = _dynamic_shapes(inputs, seq_dim, seq_range)
+        dynamic_shapes, shapes = dynamic_length_shapes(inputs, seq_dim, seq_range)
     elif max_length is not None:
         raise ValueError(f"max_length is for dynamic_length=True exports, got max_length={max_length}")
     training = model.training
@@ -156,35 +157,6 @@ def _custom_op_table() -> dict:
     from .ort_op.onnx_op import translation_table
 
     return translation_table()
-
-
-def _dynamic_shapes(
-    inputs: tuple[torch.Tensor, ...], seq_dim: int, seq_range: tuple[int, int | None]
-) -> tuple[tuple[dict, ...], list[list[int | None]]]:
-    """``torch.export`` dynamic shapes marking the sequence dims, and the shapes to record
-    (None at those dims)."""
-    shortest, longest = seq_range
-    length = int(inputs[0].shape[seq_dim])
-    if longest is not None and (isinstance(longest, bool) or not isinstance(longest, int)):
-        raise TypeError(f"max_length must be an int or None, got {type(longest).__name__}")
-    if not (shortest <= length and (longest is None or length <= longest)):
-        raise ValueError(
-            f"the example length {length} must lie in the export's range [{shortest}, {longest}] "
-            "(max_length, and the shortest length the patterns' global tokens allow)"
-        )
-    others = [n for d, n in enumerate(inputs[0].shape) if d != seq_dim]
-    if length in others:
-        raise ValueError(
-            f"the example length {length} equals another dim of input 0 (shape {tuple(inputs[0].shape)}); "
-            "use an example of another length so the sequence dim is unambiguous"
-        )
-    dim = torch.export.Dim("seq_len", min=shortest, max=longest)
-    spec, shapes = [], []
-    for i, t in enumerate(inputs):
-        dims = [seq_dim] if i == 0 else [d for d, n in enumerate(t.shape) if n == length]
-        spec.append({d: dim for d in dims} or None)
-        shapes.append([None if d in dims else n for d, n in enumerate(t.shape)])
-    return tuple(spec), shapes
 
 
 def _fold_weights(proto):

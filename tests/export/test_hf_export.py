@@ -127,7 +127,7 @@ def test_bad_inputs_are_named(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "family, custom_op", [("bert", False), ("gemma3", False), ("modernbert", False), ("gemma3", True)]
+    "family, custom_op", [("bert", False), ("gemma3", False), ("modernbert", False), ("bert", True), ("gemma3", True)]
 )
 def test_one_dynamic_length_file_serves_every_length(family, custom_op, tmp_path):
     """Band-form layers (windows, global tokens) and full layers (``P.Dense()``): no layout in the
@@ -163,17 +163,21 @@ def test_executorch_fp32_and_int8(tmp_path):
     assert quantize.cosine(_padded_rows_only(int8(ids, mask), mask), want) >= 0.99
 
 
-@pytest.mark.parametrize("family", ["bert", "gpt_oss"])
-def test_executorch_custom_op(family, tmp_path):
-    """The native kernel inside ExecuTorch for transformers models: padding read at run time, and
-    GPT-OSS's sinks applied on the kernel's logsumexp output."""
+@pytest.mark.parametrize("family, dynamic", [("bert", False), ("gpt_oss", False), ("bert", True)])
+def test_executorch_custom_op(family, dynamic, tmp_path):
+    """The native kernel inside ExecuTorch for transformers models: padding read at run time,
+    GPT-OSS's sinks applied on the kernel's logsumexp output, and one program for every length up
+    to ``max_length`` (``dynamic_length=True``)."""
     pytest.importorskip("executorch")
     from sparseformer.export import ExecuTorchRunner, to_executorch
 
     model = _model(family)
-    ids, mask = _inputs(family, 45, seed=10)
-    runner = ExecuTorchRunner(to_executorch(model, (ids, mask), tmp_path / "c.pte", custom_op=True))
+    options = dict(dynamic_length=True, max_length=100) if dynamic else {}
+    runner = ExecuTorchRunner(
+        to_executorch(model, _inputs(family, 45, seed=10), tmp_path / "c.pte", custom_op=True, **options)
+    )
     assert runner.kernel_library is not None
-    ids, mask = _inputs(family, 45, seed=11)
-    want = _padded_rows_only(_expected(model, ids, mask), mask)
-    torch.testing.assert_close(_padded_rows_only(runner(ids, mask), mask), want, atol=1e-4, rtol=0)
+    for length in (3, 16, 77, 100) if dynamic else (45,):
+        ids, mask = _inputs(family, length, seed=length + 1)
+        want = _padded_rows_only(_expected(model, ids, mask), mask)
+        torch.testing.assert_close(_padded_rows_only(runner(ids, mask), mask), want, atol=1e-4, rtol=0)
