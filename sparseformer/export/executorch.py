@@ -79,8 +79,9 @@ def fold_constants(
     graph: torch.fx.GraphModule, inputs: tuple[torch.Tensor, ...], dynamic_shapes: tuple | None = None
 ) -> torch.export.ExportedProgram:
     """Export ``graph`` (an unlifted ``ExportedProgram.module()``; ``dynamic_shapes`` as it was
-    exported with) with every subgraph that does not depend on the inputs (it reads only parameters, buffers and constants, or nothing, like
-    an ``arange``) evaluated once, here, and stored as a constant.
+    exported with) with every subgraph that does not depend on the inputs (it reads only
+    parameters, buffers and constants, or nothing, like an ``arange``) evaluated once, here, and
+    stored as a constant.
 
     XNNPACK delegates an op only when its weights are constants, and whatever it leaves behind
     runs on ExecuTorch's portable kernels at every call: the sparse attention's keep masks and
@@ -191,8 +192,8 @@ def to_executorch(
         seq_range = (dynamic_min_length(model), max_length)
         spec, shapes = dynamic_length_shapes(inputs, seq_dim, seq_range)
         constants["sparseformer_seq_range"] = list(seq_range)
-        constants["sparseformer_dynamic_dims"] = [x for i, s in enumerate(shapes) for d, n in enumerate(s) if n is None
-                                                  for x in (i, d)]  # fmt: skip
+        dims = [(i, d) for i, shape in enumerate(shapes) for d, n in enumerate(shape) if n is None]
+        constants["sparseformer_dynamic_dims"] = [x for pair in dims for x in pair]  # input, dim, input, dim, ...
     elif max_length is not None:
         raise ValueError(f"max_length is for dynamic_length=True exports, got max_length={max_length}")
     else:
