@@ -291,34 +291,20 @@ def pattern_attention(
     if not isinstance(causal, bool):
         raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
     resolved = pick_backend(q, dropout_p) if backend == "auto" else backend
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    softcap = None if softcap is None else float(softcap)
+    terms = dict(key_padding_mask=key_padding_mask, scale=scale, dropout_p=dropout_p, softcap=softcap, sinks=sinks)
     self_gather = resolved == "gather" and q.shape[2] == k.shape[2]
     if self_gather and type(pattern) is Dense:
         n = q.shape[2]
         mask = torch.ones(n, n, dtype=torch.bool, device=q.device)  # [L, L]
-        scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-        return masked_attention(
-            q, k, v, mask.tril() if causal else mask, key_padding_mask=key_padding_mask, scale=scale,
-            dropout_p=dropout_p, softcap=None if softcap is None else float(softcap), sinks=sinks,
-        )  # fmt: skip
+        return masked_attention(q, k, v, mask.tril() if causal else mask, **terms)
     if not self_gather and isinstance(q.shape[2], torch.SymInt) and q.shape[2] == k.shape[2]:
-        layout = _bounded_layout(q, pattern, block_size, causal, resolved)
-        scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-        softcap = None if softcap is None else float(softcap)
-        return _native(
-            q, k, v, layout, key_padding_mask=key_padding_mask, scale=scale, dropout_p=dropout_p, softcap=softcap,
-            sinks=sinks,
-        )  # fmt: skip
+        return _native(q, k, v, _bounded_layout(q, pattern, block_size, causal, resolved), **terms)
     band = band_of(pattern, block_size, causal, q.shape[1]) if self_gather else None
     if band is None:
         layout = pattern.compile(
             q_len=q.shape[2], num_heads=q.shape[1], block_size=block_size, kv_len=k.shape[2], causal=causal
         )
-        return sparse_attention(
-            q, k, v, layout, key_padding_mask=key_padding_mask, dropout_p=dropout_p, scale=scale,
-            softcap=softcap, sinks=sinks, backend=backend,
-        )  # fmt: skip
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    softcap = None if softcap is None else float(softcap)
-    return band_attention(
-        q, k, v, band, key_padding_mask=key_padding_mask, scale=scale, dropout_p=dropout_p, softcap=softcap, sinks=sinks
-    )
+        return sparse_attention(q, k, v, layout, backend=backend, **terms)
+    return band_attention(q, k, v, band, **terms)
