@@ -13,6 +13,7 @@ import sys
 import torch
 
 from ..train.config import TrainConfig
+from ..train.distributed import DEVICES
 from ..train.strategies import NAMES, Geometry, build
 
 T = TrainConfig  # the defaults
@@ -50,6 +51,12 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=T.seed)
     p.add_argument("--threads", type=int, default=None, help="torch threads per process (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="auto",
+        help="auto: CUDA when available; cpu: also for several torchrun processes on fewer GPUs (gloo)",
+    )
 
 
 def _geometry(args) -> Geometry:
@@ -147,8 +154,15 @@ def run_train(args) -> int:
 
     _setup(args)
     cfg = config(args, parse_pattern(args.pattern, _geometry(args)))
-    last = train(cfg, args.out, resume=args.resume, progress=not args.no_progress, crash_after=args.crash_after_step)
-    world = distributed.init()
+    last = train(
+        cfg,
+        args.out,
+        resume=args.resume,
+        progress=not args.no_progress,
+        crash_after=args.crash_after_step,
+        device=args.device,
+    )
+    world = distributed.init(args.device)
     if world.is_main:
         print(
             f"step {last['step']}: held-out loss {last['heldout_loss']:.4f} nats/byte "
@@ -174,8 +188,8 @@ def run_study(args) -> int:
         budget_seconds=args.budget_seconds,
     )
     command = " ".join(["sparseformer", *getattr(args, "argv", sys.argv[1:])])
-    report = run(study, args.out, command=command, progress=not args.no_progress)
-    world = distributed.init()
+    report = run(study, args.out, command=command, progress=not args.no_progress, device=args.device)
+    world = distributed.init(args.device)
     if world.is_main:
         print(f"report: {report}")
     distributed.close(world)

@@ -2,8 +2,9 @@
 
 :func:`init` reads torchrun's environment (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``,
 ``MASTER_ADDR``/``MASTER_PORT``): with ``WORLD_SIZE > 1`` it joins the process group (``nccl``
-when CUDA is available, each rank on ``cuda:LOCAL_RANK``; else ``gloo`` on the CPU), otherwise it
-is one process on the CPU (or ``cuda`` when available). Only rank 0 writes files or draws a
+on CUDA, each rank on ``cuda:LOCAL_RANK``; ``gloo`` on the CPU), otherwise it is one process.
+The device is CUDA when available unless the caller asks for ``cpu`` (``--device cpu``: several
+CPU processes on a machine with fewer GPUs than processes). Only rank 0 writes files or draws a
 progress bar (:attr:`World.is_main`).
 """
 
@@ -32,19 +33,27 @@ class World:
         return self.world_size > 1
 
 
-def init() -> World:
-    """This process's place (module doc); joins the process group once."""
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def init(device: str = "auto") -> World:
+    """This process's place (module doc); joins the process group once. ``device``: ``auto``
+    (CUDA when available, else the CPU), ``cpu`` or ``cuda`` (ValueError without a CUDA device)."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise ValueError("device='cuda' but torch sees no CUDA device")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available()
     if world_size <= 1:
         return World(0, 1, torch.device("cuda" if cuda else "cpu"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device("cuda", local) if cuda else torch.device("cpu")
+    place = torch.device("cuda", local) if cuda else torch.device("cpu")
     if cuda:
-        torch.cuda.set_device(device)
+        torch.cuda.set_device(place)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
-    return World(dist.get_rank(), dist.get_world_size(), device)
+    return World(dist.get_rank(), dist.get_world_size(), place)
 
 
 def wrap(module: nn.Module, world: World) -> nn.Module:

@@ -124,14 +124,15 @@ def train(
     resume: bool = False,
     progress: bool = True,
     crash_after: int | None = None,
+    device: str = "auto",
 ) -> dict:
     """Train (or, with ``resume=True``, continue) the run of ``cfg`` in ``out``; returns the last
     metrics record. Runs unchanged under ``torchrun`` (module doc). ``crash_after=j`` kills
     this process with SIGKILL right after step ``j`` (what a crash looks like, for tests);
-    ``progress`` draws a tqdm bar on rank 0."""
+    ``progress`` draws a tqdm bar on rank 0; ``device``: as :func:`distributed.init`."""
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
-    world = distributed.init()
+    world = distributed.init(device)
     if cfg.batch_size % world.world_size:
         raise ValueError(f"batch_size ({cfg.batch_size}) must be a multiple of the {world.world_size} processes")
     out = Path(out)

@@ -105,21 +105,22 @@ def summary(name: str, geometry: Geometry, cfg: TrainConfig, records: list[dict]
     }
 
 
-def run(study: StudyConfig, out: str, *, command: str, progress: bool = True) -> Path:
+def run(study: StudyConfig, out: str, *, command: str, progress: bool = True, device: str = "auto") -> Path:
     """Train every run of ``study`` into ``out`` (finished runs there are reused, interrupted ones
-    resumed), then write ``report.md``, ``study.json`` and the plots; returns the report's path."""
+    resumed) on ``device`` (as :func:`distributed.init`), then write ``report.md``, ``study.json``
+    and the plots; returns the report's path."""
     from ..bench.info import machine_info
     from .report import write_report
 
     out = Path(out)
-    world = distributed.init()
+    world = distributed.init(device)
     g, base = study.geometry, study.base
     cfgs = {n: dataclasses.replace(base, pattern=build(n, g)) for n in study.strategies}
 
     def fit(arm: str, name: str, cfg: TrainConfig) -> dict:
         if world.is_main:
             print(f"[{arm}] {name}: {cfg.steps} steps", flush=True)
-        train(cfg, out / arm / name, resume=True, progress=progress)
+        train(cfg, out / arm / name, resume=True, progress=progress, device=device)
         return summary(name, g, cfg, metrics.read(out / arm / name / METRICS)) if world.is_main else {}
 
     steps_arm = {n: fit("steps", n, cfg) for n, cfg in cfgs.items()}
