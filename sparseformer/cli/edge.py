@@ -73,7 +73,7 @@ def add_parser_export(subparsers) -> None:
         "--distilled",
         metavar="DIR",
         help="a directory written by `sparseformer distill` (its pattern; learned positions extended to the "
-        "longest --lengths)",
+        "longest --lengths, or to --max-length with --dynamic)",
     )
     p.add_argument("--pattern", help="with a transformers --model: the pattern preset to sparsify it with")
     p.add_argument("--stock", action="store_true", help="with a transformers --model: export it as it is (baseline)")
@@ -152,7 +152,7 @@ def _transformers_model(args):
         if args.model not in ("encoder", "lm") or args.pattern or args.stock:
             raise ValueError("--distilled DIR carries its model and pattern: give no --model DIR, --pattern or --stock")
         model = sfh.load_distilled(args.distilled)
-        longest = max(args.lengths)
+        longest = args.max_length if args.dynamic and args.max_length else max(args.lengths)
         if longest > getattr(model.config, "max_position_embeddings", longest):
             sfh.extend_positions(model, longest)
         name = Path(args.distilled).name

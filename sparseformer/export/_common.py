@@ -94,18 +94,25 @@ def sparse_attentions(model: nn.Module) -> Iterator[tuple[str, Pattern, int, boo
             yield name, m.cfg.pattern, m.cfg.block_size, True, m.cfg.n_heads
 
 
-def dynamic_min_length(model: nn.Module) -> int:
-    """The shortest length a dynamic-length export of ``model`` serves (every global token
-    present, and at least 2), or ValueError naming a module whose pattern is neither in band
-    form nor ``P.Dense()`` (a transformers model's full layers)."""
+def dynamic_range(model: nn.Module, max_length: int | None) -> tuple[int, int | None]:
+    """The inclusive ``(shortest, longest)`` lengths a dynamic-length export of ``model`` serves.
+
+    ``shortest``: every global token present, and at least 2; ValueError naming a module whose
+    pattern is neither in band form nor ``P.Dense()`` (a transformers model's full layers).
+    ``longest``: ``max_length``, capped by a transformers model's learned absolute positions
+    (:func:`position_limit`): None then means that limit, a longer ``max_length`` is a ValueError
+    (extend the positions first); None for a model without such a limit means no upper bound."""
     from ..band import band_of
     from ..patterns.dense import Dense
-    from .hf import TokenModel, layer_patterns
+    from .hf import TokenModel, layer_patterns, position_limit
 
+    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)):
+        raise TypeError(f"max_length must be an int or None, got {type(max_length).__name__}")
     if isinstance(model, TokenModel):
         attentions = [(name, p, bs, False, heads) for name, p, bs, heads in layer_patterns(model.model)]
+        limit = position_limit(model.model)
     else:
-        attentions = list(sparse_attentions(model))
+        attentions, limit = list(sparse_attentions(model)), None
     shortest = 2
     for name, pattern, block_size, causal, heads in attentions:
         if type(pattern) is Dense:
@@ -114,7 +121,12 @@ def dynamic_min_length(model: nn.Module) -> int:
         if band is None:
             raise ValueError(f"module {name!r} has pattern {pattern!r}: {DYNAMIC_REASON}")
         shortest = max(shortest, band.min_length())
-    return shortest
+    if limit is not None and max_length is not None and max_length > limit:
+        raise ValueError(
+            f"max_length={max_length} exceeds the model's {limit} learned positions; extend them first "
+            f"(sparseformer.hf.extend_positions(model, {max_length}))"
+        )
+    return shortest, limit if max_length is None else max_length
 
 
 def dynamic_length_shapes(
@@ -124,8 +136,6 @@ def dynamic_length_shapes(
     every dim of the others that has its length), and the shapes to record (None at those dims)."""
     shortest, longest = seq_range
     length = int(inputs[0].shape[seq_dim])
-    if longest is not None and (isinstance(longest, bool) or not isinstance(longest, int)):
-        raise TypeError(f"max_length must be an int or None, got {type(longest).__name__}")
     if not (shortest <= length and (longest is None or length <= longest)):
         raise ValueError(
             f"the example length {length} must lie in the export's range [{shortest}, {longest}] "

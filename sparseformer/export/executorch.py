@@ -32,16 +32,21 @@ from ._common import (
     check_path,
     check_shapes,
     dynamic_length_shapes,
-    dynamic_min_length,
+    dynamic_range,
     missing_extra,
     native_backend,
     portable_backend,
     prepare,
     seq_dim_of,
 )
+from .hf import INPUT_NAMES, TokenModel, check_mask, ordered_inputs
 
 #: The constant method that marks a program calling the native kernel (``custom_op=True``).
 CUSTOM_OP_CONSTANT = "sparseformer_custom_op"
+#: The constant method that marks a transformers model's program: inputs ``input_ids``, ``attention_mask``.
+TOKEN_CONSTANT = "sparseformer_token_inputs"
+# The dtypes of the inputs, by the code of c10's ScalarType that the program's metadata gives.
+_SCALAR_TYPES = {3: torch.int32, 4: torch.int64, 6: torch.float32, 7: torch.float64, 11: torch.bool}
 
 
 def trace_backend(model: nn.Module, custom_op: bool) -> contextlib.AbstractContextManager[nn.Module]:
@@ -167,7 +172,7 @@ def to_executorch(
     ``custom_op``, per length. ``custom_op=True``: each sparse attention runs the native kernel
     (float32; the program needs :mod:`sparseformer.export.et_op`'s library in the runtime).
     ``dynamic_length=True`` (with ``custom_op=True`` and ``max_length``): one program for every
-    length from :func:`~sparseformer.export._common.dynamic_min_length` to ``max_length``, for
+    length of :func:`~sparseformer.export._common.dynamic_range` up to ``max_length``, for
     band-form patterns and full layers; the layout is compiled at ``max_length`` and cut to the
     input's length in the program, and ExecuTorch plans the activations' memory for
     ``max_length``. The portable graph is per length here (its attention decomposition for
@@ -189,7 +194,7 @@ def to_executorch(
                 "at it and cut to each input's length in the program) and no pre-exported program; the portable "
                 f"graph is per length; got custom_op={custom_op!r}, max_length={max_length!r}"
             )
-        seq_range = (dynamic_min_length(model), max_length)
+        seq_range = dynamic_range(model, max_length)
         spec, shapes = dynamic_length_shapes(inputs, seq_dim, seq_range)
         constants["sparseformer_seq_range"] = list(seq_range)
         dims = [(i, d) for i, shape in enumerate(shapes) for d, n in enumerate(shape) if n is None]
@@ -198,6 +203,8 @@ def to_executorch(
         raise ValueError(f"max_length is for dynamic_length=True exports, got max_length={max_length}")
     else:
         constants["sparseformer_seq_len"] = int(inputs[0].shape[seq_dim])
+    if isinstance(model, TokenModel):
+        constants[TOKEN_CONSTANT] = 1
     if exported is None:
         exported = export_program(model, inputs, custom_op=custom_op, dynamic_shapes=spec)
     elif not isinstance(custom_op, bool):
@@ -213,8 +220,10 @@ def to_executorch(
 
 class ExecuTorchRunner:
     """Runs a ``.pte`` with ``executorch.runtime``; ``runner(*inputs)`` takes torch tensors of
-    the traced shapes and returns a tensor (a tuple for several outputs). Another sequence
-    length (one outside ``seq_range`` for a dynamic-length program) raises ValueError."""
+    the traced shapes and dtypes and returns a tensor (a tuple for several outputs); a
+    transformers model's program also takes ``runner(**tokenizer(...))``. Another sequence
+    length (one outside ``seq_range`` for a dynamic-length program) or shape raises ValueError,
+    another dtype TypeError, an ``attention_mask`` of other values than 0 and 1 ValueError."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         try:
@@ -244,13 +253,23 @@ class ExecuTorchRunner:
             flat = self.constant("sparseformer_dynamic_dims")
             for i, d in zip(flat[::2], flat[1::2]):
                 self.input_shapes[int(i)][int(d)] = None
+        self.input_dtypes = [_SCALAR_TYPES.get(meta.input_tensor_meta(i).dtype()) for i in range(meta.num_inputs())]
+        #: ``["input_ids", "attention_mask"]`` for a transformers model's program, else None (positional inputs).
+        self.input_names = list(INPUT_NAMES) if TOKEN_CONSTANT in names else None
 
     def constant(self, name: str) -> list:
         """The values of the program's constant method ``name``."""
         return list(self.program.load_method(name).execute([]))
 
-    def __call__(self, *inputs: torch.Tensor):
-        inputs = check_inputs(inputs)
+    def __call__(self, *inputs: torch.Tensor, **named: torch.Tensor):
+        if named and self.input_names is None:
+            raise ValueError(f"this program takes its inputs positionally, got names {sorted(named)}")
+        inputs = check_inputs(ordered_inputs(self.input_names, inputs, named) if named else inputs)
         check_shapes(self.input_shapes, inputs, self.seq_dim, self.seq_range)
+        for i, (want, t) in enumerate(zip(self.input_dtypes, inputs)):
+            if want is not None and t.dtype != want:
+                raise TypeError(f"input {i} must be {want} (as exported), got {t.dtype}")
+        if self.input_names is not None:
+            check_mask(inputs[1])
         outs = tuple(self.method.execute([t.contiguous() for t in inputs]))
         return outs[0] if len(outs) == 1 else outs

@@ -67,9 +67,33 @@ def token_inputs(example_inputs: object) -> tuple[torch.Tensor, torch.Tensor]:
     ids, mask = example_inputs
     if ids.shape != mask.shape:
         raise ValueError(f"attention_mask must have input_ids' shape {tuple(ids.shape)}, got {tuple(mask.shape)}")
+    check_mask(mask)
+    return ids, mask
+
+
+def check_mask(mask) -> None:
+    """ValueError unless the ``attention_mask`` (a tensor or an array) holds 0s and 1s only."""
     if not bool(((mask == 0) | (mask == 1)).all()):
         raise ValueError("attention_mask must hold 0 (padding) and 1 (real token) only")
-    return ids, mask
+
+
+def ordered_inputs(input_names: list[str], inputs: tuple, named: Mapping[str, object]) -> tuple:
+    """A runner's inputs in the export's order, from ``runner(*inputs)`` or ``runner(**named)``
+    (e.g. ``runner(**tokenizer(texts, return_tensors="pt", padding=True))``). A tokenizer's
+    ``token_type_ids``, which a transformers export does not take (one segment), may come along if
+    it is all zeros; ValueError for any other mix or name."""
+    if not named:
+        return inputs
+    named = dict(named)
+    segments = named.pop("token_type_ids", None) if "attention_mask" in input_names else None
+    if inputs or set(named) != set(input_names):
+        raise ValueError(
+            f"pass the inputs either positionally or all by name {input_names}, got {len(inputs)} positional and "
+            f"names {sorted(named)}"
+        )
+    if segments is not None and bool((torch.as_tensor(segments) != 0).any()):
+        raise ValueError("token_type_ids must be all 0: a transformers export takes one segment (it has no such input)")
+    return tuple(named[name] for name in input_names)
 
 
 def layer_patterns(model: nn.Module) -> list[tuple[str, object, int, int]]:
@@ -90,3 +114,16 @@ def layer_patterns(model: nn.Module) -> list[tuple[str, object, int, int]]:
         pattern = layer_pattern(span, entry.pattern_of(i))
         out.append((f"layer {i}", pattern, entry.block_size, heads))
     return out
+
+
+def position_limit(model: nn.Module) -> int | None:
+    """The longest input a transformers model's learned absolute position tables serve (the
+    smallest table's rows, less the rows up to its ``padding_idx``, which RoBERTa-style tables keep
+    before the first position); None for a model without one (rotary or relative positions)."""
+    from ..hf.positions import learned_position_tables
+
+    limits = [
+        emb.num_embeddings - (0 if emb.padding_idx is None else emb.padding_idx + 1)
+        for _, _, emb in learned_position_tables(model)
+    ]
+    return min(limits, default=None)

@@ -26,14 +26,14 @@ from ._common import (
     check_path,
     check_shapes,
     dynamic_length_shapes,
-    dynamic_min_length,
+    dynamic_range,
     missing_extra,
     native_backend,
     portable_backend,
     prepare,
     seq_dim_of,
 )
-from .hf import INPUT_NAMES, TokenModel
+from .hf import INPUT_NAMES, TokenModel, check_mask, ordered_inputs
 
 META_SHAPES = "sparseformer.input_shapes"
 META_SEQ_DIM = "sparseformer.seq_dim"
@@ -69,16 +69,16 @@ def to_onnx(
             ``SparseCausalLM``, a dense baseline, or a transformers ``PreTrainedModel`` (stock,
             :func:`sparseformer.hf.sparsify`-ed, or :func:`sparseformer.hf.load_distilled`-ed; see
             :mod:`sparseformer.export.hf`: inputs ``input_ids`` and ``attention_mask``, output
-            ``logits`` or ``last_hidden_state``; per length only).
+            ``logits`` or ``last_hidden_state``).
         example_inputs: a tensor or tuple of tensors, passed positionally; for a transformers
             model the tokenizer's output or ``(input_ids, attention_mask)``.
         path: the ``.onnx`` file, written to a temporary name and renamed.
         seq_dim: the sequence dimension of the first input (default: 1 for the causal LM and
             ``batch_first`` modules, 0 for sequence-first ones).
         dynamic_length: False (default): the file serves the example inputs' shapes only.
-            True: one file serves every length from :func:`dynamic_min_length` (the global
-            tokens must fit) to ``max_length`` (None: no upper bound); the other dims stay as
-            traced. The sequence dim is ``seq_dim`` of the first input and every dim of the other
+            True: one file serves every length of :func:`~sparseformer.export._common.dynamic_range`:
+            from the shortest the global tokens fit in to ``max_length`` (None: no upper bound, or
+            a transformers model's learned positions); the other dims stay as traced. The sequence dim is ``seq_dim`` of the first input and every dim of the other
             inputs that has the example length. Needs band-form patterns (else ValueError).
         max_length: the longest length of a dynamic export.
         custom_op: False (default): the sparse attention as portable ONNX ops (the ``gather``
@@ -111,7 +111,7 @@ def to_onnx(
     dynamic_shapes, seq_range = None, None
     is_token = isinstance(model, TokenModel)
     if dynamic_length:
-        seq_range = (dynamic_min_length(model), max_length)
+        seq_range = dynamic_range(model, max_length)
         dynamic_shapes, shapes = dynamic_length_shapes(inputs, seq_dim, seq_range)
     elif max_length is not None:
         raise ValueError(f"max_length is for dynamic_length=True exports, got max_length={max_length}")
@@ -281,13 +281,7 @@ class OnnxRunner:
         self.input_types = [_NUMPY_TYPES.get(i.type) for i in self.session.get_inputs()]
 
     def __call__(self, *inputs, **named):
-        if named:  # e.g. runner(**tokenizer(texts, return_tensors="pt", padding=True))
-            if inputs or set(named) != set(self.input_names):
-                raise ValueError(
-                    f"pass the inputs either positionally or all by name {self.input_names}, got "
-                    f"{len(inputs)} positional and names {sorted(named)}"
-                )
-            inputs = tuple(named[name] for name in self.input_names)
+        inputs = ordered_inputs(self.input_names, inputs, named)
         arrays = tuple(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x for x in inputs)
         if self.input_shapes is not None:
             check_shapes(self.input_shapes, arrays, self.seq_dim, self.seq_range)
@@ -296,9 +290,7 @@ class OnnxRunner:
             if want is not None and got != want:
                 raise TypeError(f"input {name!r} must be {want} (as exported), got {got}")
         if "attention_mask" in self.input_names:  # a transformers export: 1 = real token, 0 = padding
-            mask = arrays[self.input_names.index("attention_mask")]
-            if not ((mask == 0) | (mask == 1)).all():
-                raise ValueError("attention_mask must hold 0 (padding) and 1 (real token) only")
+            check_mask(arrays[self.input_names.index("attention_mask")])
         outs = self.session.run(None, dict(zip(self.input_names, arrays)))
         outs = tuple(torch.from_numpy(o) for o in outs)
         return outs[0] if len(outs) == 1 else outs

@@ -8,7 +8,7 @@ from torch import nn
 _POSITION_NAMES = ("position_embeddings", "wpe", "embed_positions")
 
 
-def _find(model) -> list[tuple[nn.Module, str, nn.Embedding]]:
+def learned_position_tables(model) -> list[tuple[nn.Module, str, nn.Embedding]]:
     """(parent, attribute, embedding) for every learned absolute position table."""
     found = []
     for parent in model.modules():
@@ -37,7 +37,7 @@ def extend_positions(model, new_max: int):
     """
     if isinstance(new_max, bool) or not isinstance(new_max, int) or new_max < 1:
         raise ValueError(f"new_max must be an int >= 1, got {new_max!r}")
-    tables = _find(model)
+    tables = learned_position_tables(model)
     if not tables:
         raise ValueError(f"{type(model).__name__} has no learned position embedding (names tried: {_POSITION_NAMES})")
     for parent, attr, emb in tables:

@@ -141,10 +141,12 @@ def test_export_transformers_model_dirs(tmp_path, capsys):
         "--distilled",
         str(tmp_path / "student"),
     ]
-    args = ap.parse_args([*argv, "--dynamic", "--max-length", "64"])
+    args = ap.parse_args([*argv, "--dynamic", "--max-length", "80"])
     assert args.func(args) == 0
-    assert "student_dynamic.onnx" in capsys.readouterr().out
-    for length in (5, 23, 64):  # one file, every length up to --max-length, padded rows included
+    printed = capsys.readouterr().out
+    assert "student_dynamic.onnx" in printed and "L in [2, 80]" in printed
+    sfh.extend_positions(student, 80)  # past its 64 learned positions: --max-length extends them
+    for length in (5, 23, 80):  # one file, every length up to --max-length, padded rows included
         ids = torch.randint(3, 100, (2, length))
         mask = torch.ones_like(ids)
         mask[1, length // 2 :] = 0

@@ -25,6 +25,10 @@ def test_encoder_parity_and_wrong_length(tmp_path, rng_length):
         torch.testing.assert_close(runner(x), model(x), atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match=f"sequence length {rng_length} only"):
         runner(torch.randn(2, rng_length - 2, 32))
+    with pytest.raises(TypeError, match="input 0 must be torch.float32 \\(as exported\\), got torch.float64"):
+        runner(x.double())
+    with pytest.raises(ValueError, match="takes its inputs positionally, got names \\['src'\\]"):
+        runner(src=x)
 
 
 def test_interrupted_export_leaves_no_file(tmp_path, monkeypatch):

@@ -100,8 +100,12 @@ def test_runner_refuses_another_length_dtype_or_mask(tmp_path):
     runner = OnnxRunner(to_onnx(model, (ids, mask), tmp_path / "m.onnx"))
     with pytest.raises(ValueError, match="sequence length 40 only"):
         runner(*_inputs("gemma3", 41, seed=6))
+    # what a BERT-style tokenizer returns: token_type_ids of one segment come along, and are dropped
+    torch.testing.assert_close(runner(input_ids=ids, attention_mask=mask, token_type_ids=0 * ids), runner(ids, mask))
+    with pytest.raises(ValueError, match="token_type_ids must be all 0: a transformers export takes one segment"):
+        runner(input_ids=ids, attention_mask=mask, token_type_ids=mask)
     with pytest.raises(ValueError, match="either positionally or all by name"):
-        runner(input_ids=ids, attention_mask=mask, token_type_ids=0 * ids)
+        runner(ids, attention_mask=mask)
     with pytest.raises(TypeError, match="input 'input_ids' must be int64 \\(as exported\\), got int32"):
         runner(ids.int(), mask)
     with pytest.raises(ValueError, match="attention_mask must hold 0 \\(padding\\) and 1"):
@@ -123,7 +127,27 @@ def test_bad_inputs_are_named(tmp_path):
     random = sfh.sparsify(tiny.bert(max_positions=256), BERT_PATTERN | P.RandomBlocks(1, seed=0), block_size=16)
     with pytest.raises(ValueError, match="module 'layer 0' has pattern .*dynamic_length needs every sparse attention"):
         to_onnx(random, (ids, mask), tmp_path / "m.onnx", dynamic_length=True)
+    with pytest.raises(ValueError, match="max_length=300 exceeds the model's 256 learned positions; extend them"):
+        to_onnx(_model("bert"), (ids, mask), tmp_path / "m.onnx", dynamic_length=True, max_length=300)
+    with pytest.raises(TypeError, match="max_length must be an int or None, got float"):
+        to_onnx(_model("bert"), (ids, mask), tmp_path / "m.onnx", dynamic_length=True, max_length=300.0)
     assert not list(tmp_path.iterdir())
+
+
+def test_dynamic_range_stops_at_learned_positions():
+    """A dynamic export of a model with learned absolute positions serves up to their number
+    (``max_length=None``); rotary models (ModernBERT, Gemma 3) have no such limit; a RoBERTa-style
+    table keeps its first ``padding_idx + 1`` rows before position 0."""
+    from sparseformer.export._common import dynamic_range
+
+    assert dynamic_range(TokenModel(_model("bert")), None) == (2, 256)
+    assert dynamic_range(TokenModel(_model("bert")), 100) == (2, 100)
+    assert dynamic_range(TokenModel(_model("modernbert")), None) == (2, None)
+    assert dynamic_range(TokenModel(_model("gemma3")), 5000) == (2, 5000)
+    roberta = _model("bert")
+    old = roberta.embeddings.position_embeddings
+    roberta.embeddings.position_embeddings = torch.nn.Embedding(old.num_embeddings, old.embedding_dim, padding_idx=1)
+    assert dynamic_range(TokenModel(roberta), None) == (2, 254)
 
 
 @pytest.mark.parametrize(
@@ -161,6 +185,15 @@ def test_executorch_fp32_and_int8(tmp_path):
     want = _padded_rows_only(_expected(model, ids, mask), mask)
     torch.testing.assert_close(_padded_rows_only(fp32(ids, mask), mask), want, atol=1e-4, rtol=0)
     assert quantize.cosine(_padded_rows_only(int8(ids, mask), mask), want) >= 0.99
+    # the runner takes the tokenizer's output and refuses what the program does not serve
+    assert fp32.input_names == ["input_ids", "attention_mask"]
+    torch.testing.assert_close(fp32(input_ids=ids, attention_mask=mask, token_type_ids=0 * ids), fp32(ids, mask))
+    with pytest.raises(ValueError, match="token_type_ids must be all 0"):
+        int8(input_ids=ids, attention_mask=mask, token_type_ids=mask)
+    with pytest.raises(TypeError, match="input 0 must be torch.int64 \\(as exported\\), got torch.int32"):
+        fp32(ids.int(), mask)
+    with pytest.raises(ValueError, match="attention_mask must hold 0 \\(padding\\) and 1"):
+        int8(ids, 3 * mask)
 
 
 @pytest.mark.parametrize("family, dynamic", [("bert", False), ("gpt_oss", False), ("bert", True)])
