@@ -33,8 +33,9 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff check sparseformer tests benchmarks
 	$(BIN)/ruff format --check sparseformer tests benchmarks
 
+# one pytest-xdist worker per core (tests/conftest.py gives each its share of torch threads)
 test: $(VENV)/.dev lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -8,6 +8,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 settings.register_profile("ci", max_examples=40, deadline=None, derandomize=False)
 settings.load_profile("ci")
 
+# Under pytest-xdist (`make test` runs one worker per core) each worker gets its share of the
+# cores, so that the workers' torch threads do not oversubscribe them.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    torch.set_num_threads(max(1, torch.get_num_threads() // _WORKERS))
+
 
 @pytest.fixture(autouse=True)
 def _threads():
