@@ -195,7 +195,10 @@ def run_export(args: argparse.Namespace) -> int:
         return 2
     if args.decode_step and (args.dynamic or args.custom_op or args.model in ("encoder", "lm")):
         print(
-            "error: --decode-step takes a transformers --model DIR, without --dynamic or --custom-op", file=sys.stderr
+            "error: --decode-step takes a transformers --model DIR, without --dynamic (a step file serves every past "
+            "length already) or --custom-op (a step's attention is its new tokens over the keys they attend, W - 1 + "
+            "T on a sliding layer: the portable graph already computes only those)",
+            file=sys.stderr,
         )
         return 2
     if args.distilled is not None or args.model not in ("encoder", "lm"):

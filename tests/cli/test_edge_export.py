@@ -205,3 +205,6 @@ def test_decode_step_int8_and_prefill_reach_the_executorch_export(tmp_path, caps
     ]
     printed = capsys.readouterr().out
     assert "1 token per call" in printed and "5 tokens per call" in printed
+    for option in ("--custom-op", "--dynamic"):  # refused with the reason
+        assert args.func(ap.parse_args([*argv, option])) == 2
+        assert "a step file serves every past length already" in capsys.readouterr().err
