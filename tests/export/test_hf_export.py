@@ -173,15 +173,16 @@ def test_one_dynamic_length_file_serves_every_length(family, custom_op, tmp_path
         runner(*_inputs(family, 201, seed=0))
 
 
-def test_executorch_fp32_and_int8(tmp_path):
+@pytest.mark.parametrize("family", ENCODERS)
+def test_executorch_fp32_and_int8(family, tmp_path):
     pytest.importorskip("executorch")
     from sparseformer.export import ExecuTorchRunner, to_executorch, to_executorch_int8
 
-    model = _model("bert")
-    ids, mask = _inputs("bert", 45, seed=8)
+    model = _model(family)
+    ids, mask = _inputs(family, 45, seed=8)
     fp32 = ExecuTorchRunner(to_executorch(model, (ids, mask), tmp_path / "m.pte"))
     int8 = ExecuTorchRunner(to_executorch_int8(model, (ids, mask), tmp_path / "m8.pte"))
-    ids, mask = _inputs("bert", 45, seed=9)
+    ids, mask = _inputs(family, 45, seed=9)
     want = _padded_rows_only(_expected(model, ids, mask), mask)
     torch.testing.assert_close(_padded_rows_only(fp32(ids, mask), mask), want, atol=1e-4, rtol=0)
     assert quantize.cosine(_padded_rows_only(int8(ids, mask), mask), want) >= 0.99
@@ -196,21 +197,27 @@ def test_executorch_fp32_and_int8(tmp_path):
         int8(ids, 3 * mask)
 
 
-@pytest.mark.parametrize("family, dynamic", [("bert", False), ("gpt_oss", False), ("bert", True)])
+@pytest.mark.parametrize(
+    "family, dynamic", [("bert", False), ("modernbert", False), ("gpt_oss", False), ("bert", True)]
+)
 def test_executorch_custom_op(family, dynamic, tmp_path):
     """The native kernel inside ExecuTorch for transformers models: padding read at run time,
     GPT-OSS's sinks applied on the kernel's logsumexp output, and one program for every length up
-    to ``max_length`` (``dynamic_length=True``)."""
+    to ``max_length`` (``dynamic_length=True``); per length, the program equals the portable one
+    (1e-5)."""
     pytest.importorskip("executorch")
     from sparseformer.export import ExecuTorchRunner, to_executorch
 
     model = _model(family)
     options = dict(dynamic_length=True, max_length=100) if dynamic else {}
-    runner = ExecuTorchRunner(
-        to_executorch(model, _inputs(family, 45, seed=10), tmp_path / "c.pte", custom_op=True, **options)
-    )
+    traced = _inputs(family, 45, seed=10)
+    runner = ExecuTorchRunner(to_executorch(model, traced, tmp_path / "c.pte", custom_op=True, **options))
     assert runner.kernel_library is not None
+    portable = None if dynamic else ExecuTorchRunner(to_executorch(model, traced, tmp_path / "p.pte"))
     for length in (3, 16, 77, 100) if dynamic else (45,):
         ids, mask = _inputs(family, length, seed=length + 1)
         want = _padded_rows_only(_expected(model, ids, mask), mask)
-        torch.testing.assert_close(_padded_rows_only(runner(ids, mask), mask), want, atol=1e-4, rtol=0)
+        got = _padded_rows_only(runner(ids, mask), mask)
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+        if portable is not None:
+            torch.testing.assert_close(got, _padded_rows_only(portable(ids, mask), mask), atol=1e-5, rtol=0)
