@@ -85,9 +85,10 @@ def test_custom_op_export_equals_the_portable_export(family, tmp_path, rng_lengt
     )
 
 
-def test_onnx_int8_keeps_the_embeddings(tmp_path):
-    model = _model("bert")
-    ids, mask = _inputs("bert", 77, seed=5)
+@pytest.mark.parametrize("family", ["bert", "modernbert", "gemma3"])
+def test_onnx_int8_keeps_the_embeddings(family, tmp_path):
+    model = _model(family)
+    ids, mask = _inputs(family, 77, seed=5)
     fp32 = to_onnx(model, (ids, mask), tmp_path / "m.onnx")
     int8 = OnnxRunner(quantize.quantize_onnx(fp32, tmp_path / "m8.onnx"))
     want = _expected(model, ids, mask)
