@@ -23,3 +23,18 @@ def test_unknown_attribute_names_itself():
 
     with pytest.raises(AttributeError, match="no_such_part"):
         sf.no_such_part  # noqa: B018
+
+
+def test_native_kernel_builds_where_a_compiler_is():
+    """On Linux with a C++ compiler the native kernel must build: the kernel, ONNX Runtime and
+    ExecuTorch op tests skip without it, and a broken build must fail the suite, not skip them."""
+    import os
+    import shutil
+
+    import pytest
+
+    from sparseformer.kernels import cpu
+
+    if not sys.platform.startswith("linux") or shutil.which(os.environ.get("CXX", "c++")) is None:
+        pytest.skip("no C++ compiler on Linux here: the native kernel is optional")
+    assert cpu.is_available(), cpu.unavailable_reason()
