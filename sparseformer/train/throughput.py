@@ -20,6 +20,28 @@ from .config import TrainConfig
 from .loop import _Loss, build, train_step
 
 
+def forward_flops(cfg: TrainConfig) -> float:
+    """Matrix-multiply FLOPs of one forward pass of ``cfg``'s model over its batch: every linear
+    layer (output layer included, ``2 * tokens * in * out``) and the attention's two products over
+    the (query, key) pairs each computes (``4 * pairs * head_dim`` per head): dense causal SDPA
+    ``L (L + 1) / 2`` pairs per head, a pattern every pair of the tiles its block kernel visits
+    (partial tiles in full). Element-wise work (norms, activations, softmax, AdamW) is not counted:
+    the ratio of two such counts bounds a speed-up from above only where matrix products dominate."""
+    from ..nn.causal_lm import SparseCausalLM
+
+    lm = SparseCausalLM(cfg.model_config())
+    tokens = cfg.batch_size * cfg.context
+    linear = sum(2 * tokens * m.in_features * m.out_features for m in lm.modules() if isinstance(m, torch.nn.Linear))
+    length, heads = cfg.context, cfg.n_heads
+    if cfg.pattern is None:
+        pairs = heads * length * (length + 1) / 2
+    else:
+        layout = cfg.pattern.compile(q_len=length, num_heads=heads, block_size=cfg.block_size, causal=True)
+        pairs = layout.visited_tiles * cfg.block_size**2
+    attention = cfg.n_layers * cfg.batch_size * 4 * pairs * (cfg.d_model // heads)
+    return float(linear + attention)
+
+
 def measure(configs: dict[str, TrainConfig], *, rounds: int = 5, warmup: int = 1) -> dict[str, dict]:
     """``{name: {"median_tokens_per_s", "best_tokens_per_s", "median_step_s", "steps_timed"}}``."""
     if rounds <= warmup or warmup < 0:
