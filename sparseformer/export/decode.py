@@ -407,6 +407,13 @@ class ExecuTorchDecoder(_StepDecoder):
         self.chunk = int(runner.constant("sparseformer_decode_chunk")[0])
         self.batch, self.kv_heads, _, self.head_dim = runner.input_shapes[2]
         self.method = runner.method
+        self._dtypes = runner.input_dtypes
+        # the inputs' shapes, None where the past length P goes: the mask's [B, P + T], a full layer's caches
+        self._shapes = [list(shape) for shape in runner.input_shapes]
+        self._shapes[1][1] = None
+        for i, c in enumerate(self.capacities):
+            if c is None:
+                self._shapes[2 + 2 * i][2] = self._shapes[3 + 2 * i][2] = None
         self._storage: list[torch.Tensor] = []  # per output, the flat tensor step() copies it into
         if prefill is not None:
             self._set_prefill(ExecuTorchDecoder(prefill), prefill)
@@ -416,7 +423,10 @@ class ExecuTorchDecoder(_StepDecoder):
         next call overwrites (feed them to that call, or copy them). ``Method.execute`` would clone
         every output into a fresh tensor; at 32k past keys that is about 200 MiB of new pages per
         step. Here the runtime's outputs are read without a
-        clone and copied into storage that only grows (by doubling)."""
+        clone and copied into storage that only grows (by doubling). Inputs of another count,
+        dtype or shape, a past longer than ``max_past`` and a mask of other values than 0 and 1 are
+        refused (TypeError / ValueError) before the program runs."""
+        self._check(inputs)
         outs = self.method._method([t.contiguous() for t in inputs], clone_outputs=False)  # (runtime's memory)
         kept = []
         for i, out in enumerate(outs):
@@ -426,3 +436,29 @@ class ExecuTorchDecoder(_StepDecoder):
                 self._storage[i] = torch.empty(max(out.numel(), 2 * self._storage[i].numel()), dtype=out.dtype)
             kept.append(self._storage[i][: out.numel()].view(out.shape).copy_(out))
         return tuple(kept)
+
+    def _check(self, inputs: tuple) -> None:
+        from .hf import check_mask
+
+        if len(inputs) != len(self._shapes):
+            raise ValueError(
+                f"this step takes {len(self._shapes)} inputs (input_ids, attention_mask, then the key and the value "
+                f"of each layer), got {len(inputs)}"
+            )
+        for i, (t, dtype, shape) in enumerate(zip(inputs, self._dtypes, self._shapes)):
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"input {i} must be a torch.Tensor, got {type(t).__name__}")
+            if dtype is not None and t.dtype != dtype:
+                raise TypeError(f"input {i} must be {dtype} (as exported), got {t.dtype}")
+            if t.dim() != len(shape) or any(w is not None and w != n for w, n in zip(shape, t.shape)):
+                shown = ["P" if w is None else w for w in shape]
+                raise ValueError(f"input {i} must have shape {shown} (P: the past length), got {list(t.shape)}")
+        past = inputs[1].shape[1] - self.chunk
+        if not 1 <= past <= self.max_past:
+            raise ValueError(f"this export serves past lengths 1 to {self.max_past} (max_past), got {past}")
+        for i, c in enumerate(self.capacities):
+            if c is None and inputs[2 + 2 * i].shape[2] != past:
+                raise ValueError(
+                    f"layer {i}'s cache must hold the P = {past} past keys the mask covers, got {inputs[2 + 2 * i].shape[2]}"
+                )
+        check_mask(inputs[1])

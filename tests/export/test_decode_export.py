@@ -152,6 +152,19 @@ def test_executorch_step_and_generate(tmp_path):
     _check_every_step(ExecuTorchDecoder(prefill), ids[:, :28], mask[:, :28], want)
     decoder = ExecuTorchDecoder(tmp_path / "step.pte", prefill=prefill)
     assert torch.equal(decoder.generate(ids[:, :6], mask[:, :6], 20), tokens)
+    # step() refuses what the program does not serve, before it runs
+    caches = [torch.zeros(2, decoder.kv_heads, tiny.WINDOW - 1, decoder.head_dim) for _ in range(4)]
+    step_ids, step_mask = ids[:, :1], torch.ones(2, 9, dtype=torch.long)
+    decoder.step(step_ids, step_mask, *caches)
+    for inputs, error, message in (
+        ((step_ids, step_mask, *caches[:3]), ValueError, "this step takes 6 inputs"),
+        ((step_ids, step_mask, caches[0].double(), *caches[1:]), TypeError, "input 2 must be torch.float32"),
+        ((step_ids, step_mask, caches[0][:, :, 1:], *caches[1:]), ValueError, "input 2 must have shape \\[2, "),
+        ((step_ids, 2 * step_mask, *caches), ValueError, "attention_mask must hold 0 \\(padding\\) and 1"),
+        ((step_ids, torch.ones(2, 66, dtype=torch.long), *caches), ValueError, "past lengths 1 to 64 \\(max_past\\), got 65"),
+    ):  # fmt: skip
+        with pytest.raises(error, match=message):
+            decoder.step(*inputs)
 
 
 def test_executorch_int8_step_stays_close(tmp_path):
@@ -175,6 +188,12 @@ def test_executorch_int8_step_stays_close(tmp_path):
         for row in mask[:, t].nonzero().flatten().tolist():
             assert quantize.cosine(got[row, 0], want[row, t]) >= 0.99
             assert (got[row, 0] - want[row, t]).abs().max() > 1e-4
+    full = int8.capacities.index(
+        None
+    )  # a full layer's cache holds the P past keys the mask covers (P: 12 + the padding slot)
+    past[2 * full] = past[2 * full][:, :, 1:]
+    with pytest.raises(ValueError, match=f"layer {full}'s cache must hold the P = {ids.shape[1] + 1} past keys"):
+        int8.step(ids[:, :1], torch.cat([seen, mask[:, :1]], dim=1), *past)
     with pytest.raises(TypeError, match="int8 must be a bool, got int"):
         to_executorch_decode_step(ours, tmp_path / "x.pte", int8=1)
     assert not (tmp_path / "x.pte").exists()
