@@ -188,9 +188,8 @@ def test_executorch_int8_step_stays_close(tmp_path):
         for row in mask[:, t].nonzero().flatten().tolist():
             assert quantize.cosine(got[row, 0], want[row, t]) >= 0.99
             assert (got[row, 0] - want[row, t]).abs().max() > 1e-4
-    full = int8.capacities.index(
-        None
-    )  # a full layer's cache holds the P past keys the mask covers (P: 12 + the padding slot)
+    # a full layer's cache holds the P past keys the mask covers (P: 12 + the padding slot)
+    full = int8.capacities.index(None)
     past[2 * full] = past[2 * full][:, :, 1:]
     with pytest.raises(ValueError, match=f"layer {full}'s cache must hold the P = {ids.shape[1] + 1} past keys"):
         int8.step(ids[:, :1], torch.cat([seen, mask[:, :1]], dim=1), *past)
