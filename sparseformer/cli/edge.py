@@ -84,7 +84,7 @@ def add_parser_export(subparsers) -> None:
         "--dynamic",
         action="store_true",
         help="one file for every length up to --max-length (traced at --lengths[0]): onnx, or executorch with "
-        "--custom-op (fp32)",
+        "--custom-op (fp32 or --int8)",
     )
     p.add_argument(
         "--max-length",
@@ -187,8 +187,12 @@ def run_export(args: argparse.Namespace) -> int:
     if not out.is_dir():
         print(f"error: --out {str(out)!r} is not a folder", file=sys.stderr)
         return 2
-    if args.dynamic and args.format != "onnx" and (not args.custom_op or args.int8):
-        print("error: --dynamic is for --format onnx, or executorch with --custom-op (fp32)", file=sys.stderr)
+    if args.dynamic and args.format != "onnx" and not args.custom_op:
+        print(
+            "error: --dynamic is for --format onnx, or executorch with --custom-op (the portable ExecuTorch graph "
+            "specialises on the length)",
+            file=sys.stderr,
+        )
         return 2
     if args.prefill is not None and (not args.decode_step or args.prefill < 2):
         print(f"error: --prefill takes --decode-step and a chunk C >= 2, got {args.prefill}", file=sys.stderr)
@@ -227,7 +231,7 @@ def run_export(args: argparse.Namespace) -> int:
             else:
                 export.to_onnx(model, inputs, path, **options)
         elif args.int8:
-            quantize.to_executorch_int8(model, inputs, path, custom_op=args.custom_op)
+            quantize.to_executorch_int8(model, inputs, path, **options)
         else:
             export.to_executorch(model, inputs, path, **options)
         served = f"L={length}"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -136,20 +137,32 @@ def fold_constants(
     return torch.export.export(graph, inputs, dynamic_shapes=dynamic_shapes)
 
 
+#: A rewrite of an exported graph before its constants are folded: ``(graph, inputs) -> graph``.
+Transform = Callable[[torch.fx.GraphModule, tuple[torch.Tensor, ...]], torch.fx.GraphModule]
+
+
 def export_program(
-    model: nn.Module, inputs: tuple[torch.Tensor, ...], *, custom_op: bool = False, dynamic_shapes: tuple | None = None
+    model: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    *,
+    custom_op: bool = False,
+    dynamic_shapes: tuple | None = None,
+    transform: Transform | None = None,
 ) -> torch.export.ExportedProgram:
     """``torch.export`` of ``model`` in eval mode with sparse attention on ``gather`` (or, with
     ``custom_op=True``, on the native ``cpu`` backend: one ``sparseformer::block_sparse_attention``
-    call per attention), constant subgraphs folded (:func:`fold_constants`)."""
+    call per attention), rewritten by ``transform`` (e.g. int8 linear layers), constant subgraphs
+    folded (:func:`fold_constants`)."""
     backend = trace_backend(model, custom_op)
     training = model.training
     model.eval()
     try:
         with backend, torch.no_grad(), bmm_products():
             model(*inputs)  # compiles and caches the layouts, so the trace sees them as constants
-            program = torch.export.export(model, inputs, dynamic_shapes=dynamic_shapes)
-            return fold_constants(program.module(), inputs, dynamic_shapes)
+            graph = torch.export.export(model, inputs, dynamic_shapes=dynamic_shapes).module()
+            if transform is not None:
+                graph = transform(graph, inputs)
+            return fold_constants(graph, inputs, dynamic_shapes)
     finally:
         model.train(training)
 
@@ -160,16 +173,16 @@ def to_executorch(
     path: str | os.PathLike,
     *,
     seq_dim: int | None = None,
-    exported: torch.export.ExportedProgram | None = None,
     custom_op: bool = False,
     dynamic_length: bool = False,
     max_length: int | None = None,
+    transform: Transform | None = None,
 ) -> Path:
     """Export ``model`` to an ExecuTorch ``.pte`` at ``path`` (temporary name, then renamed).
 
-    Arguments as :func:`sparseformer.export.to_onnx`; ``exported`` lets a caller pass an already
-    exported (e.g. quantized) program of ``model`` for these inputs, traced with the same
-    ``custom_op``, per length. ``custom_op=True``: each sparse attention runs the native kernel
+    Arguments as :func:`sparseformer.export.to_onnx`; ``transform`` rewrites the exported graph
+    before its constants are folded (:func:`~sparseformer.export.to_executorch_int8` quantizes its
+    linear layers there). ``custom_op=True``: each sparse attention runs the native kernel
     (float32; the program needs :mod:`sparseformer.export.et_op`'s library in the runtime).
     ``dynamic_length=True`` (with ``custom_op=True`` and ``max_length``): one program for every
     length of :func:`~sparseformer.export._common.dynamic_range` up to ``max_length``, for
@@ -188,11 +201,11 @@ def to_executorch(
     constants: dict[str, object] = {"sparseformer_seq_dim": seq_dim}
     spec = None
     if dynamic_length:
-        if custom_op is not True or max_length is None or exported is not None:
+        if custom_op is not True or max_length is None:
             raise ValueError(
                 "dynamic_length=True ExecuTorch exports need custom_op=True and max_length (the layout is compiled "
-                "at it and cut to each input's length in the program) and no pre-exported program; the portable "
-                f"graph is per length; got custom_op={custom_op!r}, max_length={max_length!r}"
+                "at it and cut to each input's length in the program); the portable graph is per length; got "
+                f"custom_op={custom_op!r}, max_length={max_length!r}"
             )
         seq_range = dynamic_range(model, max_length)
         spec, shapes = dynamic_length_shapes(inputs, seq_dim, seq_range)
@@ -205,10 +218,7 @@ def to_executorch(
         constants["sparseformer_seq_len"] = int(inputs[0].shape[seq_dim])
     if isinstance(model, TokenModel):
         constants[TOKEN_CONSTANT] = 1
-    if exported is None:
-        exported = export_program(model, inputs, custom_op=custom_op, dynamic_shapes=spec)
-    elif not isinstance(custom_op, bool):
-        raise TypeError(f"custom_op must be a bool, got {type(custom_op).__name__}")
+    exported = export_program(model, inputs, custom_op=custom_op, dynamic_shapes=spec, transform=transform)
     if custom_op:
         from .et_op.ops import use_et_op
 

@@ -18,9 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..kernels.reference import bmm_products
-from ._common import atomic_write, check_model, check_path, missing_extra, prepare
-from .executorch import fold_constants, to_executorch, trace_backend
+from ._common import atomic_write, check_model, check_path, missing_extra
+from .executorch import to_executorch
 
 
 def quantize_eager(model: nn.Module) -> nn.Module:
@@ -65,22 +64,23 @@ def to_executorch_int8(
     *,
     seq_dim: int | None = None,
     custom_op: bool = False,
+    dynamic_length: bool = False,
+    max_length: int | None = None,
 ) -> Path:
     """Export ``model`` to a ``.pte`` with its linear layers dynamically quantized to int8
-    (XNNPACK's symmetric per-channel dynamic config via PT2E); ``custom_op`` as in
-    :func:`~sparseformer.export.to_executorch` (the attention stays float32). Returns the path."""
-    model, inputs = prepare(model, example_inputs)
-    backend = trace_backend(model, custom_op)
-    training = model.training
-    model.eval()
-    try:
-        with backend, torch.no_grad(), bmm_products():
-            model(*inputs)  # caches the layouts
-            graph = quantize_linears(torch.export.export(model, inputs).module(), inputs)
-            exported = fold_constants(graph, inputs)
-    finally:
-        model.train(training)
-    return to_executorch(model, inputs, path, seq_dim=seq_dim, exported=exported, custom_op=custom_op)
+    (XNNPACK's symmetric per-channel dynamic config via PT2E); the other arguments as
+    :func:`~sparseformer.export.to_executorch` (the attention stays float32; ``dynamic_length``
+    with ``custom_op=True``). Returns the path."""
+    return to_executorch(
+        model,
+        example_inputs,
+        path,
+        seq_dim=seq_dim,
+        custom_op=custom_op,
+        dynamic_length=dynamic_length,
+        max_length=max_length,
+        transform=quantize_linears,
+    )
 
 
 def quantize_linears(graph: torch.fx.GraphModule, inputs: tuple[torch.Tensor, ...]) -> torch.fx.GraphModule:

@@ -35,7 +35,7 @@ def test_export_onnx_dynamic(tmp_path, capsys):
     assert "L in [16, 300]" in capsys.readouterr().out
     args = ap.parse_args(["export", "--dynamic", "--format", "executorch", "--out", str(tmp_path), *small])
     assert args.func(args) == 2
-    assert "--dynamic is for --format onnx, or executorch with --custom-op (fp32)" in capsys.readouterr().err
+    assert "--dynamic is for --format onnx, or executorch with --custom-op (the portable" in capsys.readouterr().err
 
 
 def test_export_onnx_custom_op(tmp_path, capsys):
@@ -61,9 +61,9 @@ def test_export_onnx_custom_op(tmp_path, capsys):
     pytest.importorskip("executorch")
     from sparseformer.export import ExecuTorchRunner
 
-    args = ap.parse_args(["export", *dynamic, "--format", "executorch", "--out", str(tmp_path), *small])
+    args = ap.parse_args(["export", *dynamic, "--format", "executorch", "--int8", "--out", str(tmp_path), *small])
     assert args.func(args) == 0
-    runner = ExecuTorchRunner(tmp_path / "encoder_dynamic.pte")
+    runner = ExecuTorchRunner(tmp_path / "encoder_dynamic_int8.pte")
     assert runner.kernel_library is not None and runner.seq_range == (16, 200)
     assert f"kernel library (load it before the program's method, e.g. ctypes.CDLL): {runner.kernel_library}" in (
         capsys.readouterr().out

@@ -118,23 +118,20 @@ def test_custom_op_export_equals_portable_export(tmp_path, rng_length, kind):
 def test_one_dynamic_custom_op_program_serves_every_length(tmp_path):
     """``to_executorch(..., custom_op=True, dynamic_length=True, max_length=N)``: the layout
     compiled at ``N`` and cut to each input's length in the program; the causal LM (a causal
-    window plus global tokens, RoPE) at lengths that are and are not multiples of the block size."""
+    window plus global tokens, RoPE) at lengths that are and are not multiples of the block size;
+    int8 linear layers too (``to_executorch_int8``), cosine >= 0.99 to the model."""
     model = causal_lm(9)
-    path = to_executorch(
-        model,
-        (torch.randint(0, 256, (2, 45)),),
-        tmp_path / "c.pte",
-        custom_op=True,
-        dynamic_length=True,
-        max_length=150,
-    )
-    runner = ExecuTorchRunner(path)
-    assert runner.seq_range == (2, 150) and runner.input_shapes == [[2, None]]
+    example, options = (torch.randint(0, 256, (2, 45)),), dict(custom_op=True, dynamic_length=True, max_length=150)
+    runner = ExecuTorchRunner(to_executorch(model, example, tmp_path / "c.pte", **options))
+    int8 = ExecuTorchRunner(to_executorch_int8(model, example, tmp_path / "c8.pte", **options))
+    assert runner.seq_range == int8.seq_range == (2, 150) and runner.input_shapes == [[2, None]]
     g = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
     for length in (2, 16, 17, int(torch.randint(18, 149, (), generator=g)), 150):
         x = torch.randint(0, 256, (2, length), generator=g)
         with torch.no_grad():
-            torch.testing.assert_close(runner(x), model(x), atol=1e-4, rtol=1e-4)
+            want = model(x)
+        torch.testing.assert_close(runner(x), want, atol=1e-4, rtol=1e-4)
+        assert cosine(int8(x), want) >= 0.99
     with pytest.raises(ValueError, match="sequence lengths 2 to 150, got 151"):
         runner(torch.randint(0, 256, (2, 151)))
     with pytest.raises(ValueError, match=r"input 0 must have shape \[2, 'L'\]"):
@@ -207,6 +204,10 @@ def test_custom_op_arguments(tmp_path):
             ValueError, match="dynamic_length=True ExecuTorch exports need custom_op=True and max_length"
         ):
             to_executorch(model, (x,), tmp_path / "a.pte", dynamic_length=True, **options)
+        with pytest.raises(
+            ValueError, match="dynamic_length=True ExecuTorch exports need custom_op=True and max_length"
+        ):
+            to_executorch_int8(model, (x,), tmp_path / "a.pte", dynamic_length=True, **options)
     with pytest.raises(ValueError, match="max_length is for dynamic_length=True exports"):
         to_executorch(model, (x,), tmp_path / "a.pte", max_length=100)
     assert not list(tmp_path.iterdir())
