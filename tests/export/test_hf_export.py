@@ -199,13 +199,13 @@ def test_executorch_fp32_and_int8(family, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "family, dynamic", [("bert", False), ("modernbert", False), ("gpt_oss", False), ("bert", True)]
+    "family, dynamic", [("bert", False), ("modernbert", False), ("gemma3", False), ("gpt_oss", False), ("bert", True)]
 )
 def test_executorch_custom_op(family, dynamic, tmp_path):
     """The native kernel inside ExecuTorch for transformers models: padding read at run time,
-    GPT-OSS's sinks applied on the kernel's logsumexp output, and one program for every length up
-    to ``max_length`` (``dynamic_length=True``); per length, the program equals the portable one
-    (1e-5)."""
+    GPT-OSS's sinks applied on the kernel's logsumexp output, Gemma 3's tanh GELU written out
+    (XNNPACK would run it as the erf form), and one program for every length up to ``max_length``
+    (``dynamic_length=True``); per length, the program equals the portable one (1e-5)."""
     pytest.importorskip("executorch")
     from sparseformer.export import ExecuTorchRunner, to_executorch
 
