@@ -78,8 +78,9 @@ def to_onnx(
         dynamic_length: False (default): the file serves the example inputs' shapes only.
             True: one file serves every length of :func:`~sparseformer.export._common.dynamic_range`:
             from the shortest the global tokens fit in to ``max_length`` (None: no upper bound, or
-            a transformers model's learned positions); the other dims stay as traced. The sequence dim is ``seq_dim`` of the first input and every dim of the other
-            inputs that has the example length. Needs band-form patterns (else ValueError).
+            a transformers model's learned positions); the other dims stay as traced. The
+            sequence dim is ``seq_dim`` of the first input and every dim of the other inputs that
+            has the example length. Needs band-form patterns (else ValueError).
         max_length: the longest length of a dynamic export.
         custom_op: False (default): the sparse attention as portable ONNX ops (the ``gather``
             backend), a file any ONNX runtime opens. True: each sparse attention as one

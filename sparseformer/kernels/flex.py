@@ -19,9 +19,9 @@ first shape gets a graph specialised to it; a call whose length (or batch size) 
 once more with that size symbolic, and that graph serves every further value of it (a size of 1
 stays specialised). A training run compiles once for its shape, its evaluation at another length
 once more, not once per length. Hitting the recompile limit raises instead of falling back to
-eager. Whatever FlexAttention cannot
-compile here raises a ``ValueError``, never an eager run. Limits of torch 2.13 on the CPU: forward
-only (no backward, no logsumexp, so no ``sinks``), float32/bfloat16/float16, x86 with AVX2.
+eager. Whatever FlexAttention cannot compile here raises a ``ValueError``, never an eager run.
+Limits of torch 2.13 on the CPU: forward only (no backward, no logsumexp, so no ``sinks``),
+float32/bfloat16/float16, x86 with AVX2.
 """
 
 from __future__ import annotations
