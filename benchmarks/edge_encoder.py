@@ -115,7 +115,7 @@ def main() -> int:
     ap.add_argument(
         "--dynamic",
         action="store_true",
-        help="export the sparse model (onnx) and with --custom-op the custom-op model (onnx, and executorch fp32) "
+        help="export the sparse model (onnx) and with --custom-op the custom-op model (onnx, and executorch) "
         "once, dynamic_length=True up to max(--lengths), traced at the shortest, and time that one file at every "
         "length (the dense model and the rest stay per length)",
     )
@@ -144,7 +144,7 @@ def main() -> int:
     if args.custom_op:
         variants.insert(1, ("custom op", sparse, True))
     # (format, name) -> {"fp32": path[, "int8": path]}: one file for every length, for the sparse variants
-    # that export so (ONNX: both, fp32 and int8; ExecuTorch: the custom op, fp32)
+    # that export so (ONNX: both; ExecuTorch: the custom op; fp32 and int8 each)
     dynamic = {}
     if args.dynamic:
         x = (torch.randn(1, min(args.lengths), D),)
@@ -159,6 +159,11 @@ def main() -> int:
             if "executorch" in args.formats and custom_op:
                 f32 = to_executorch(model, x, tmp / f"{stem}_dynamic.pte", custom_op=True, **options)
                 dynamic["executorch", name] = {"fp32": f32}
+                if not args.skip_int8:
+                    i8 = quantize.to_executorch_int8(
+                        model, x, tmp / f"{stem}_dynamic_int8.pte", custom_op=True, **options
+                    )
+                    dynamic["executorch", name]["int8"] = i8
     jobs = [(k, L) for L in args.lengths for k in args.formats]
     for kind, L in tqdm(jobs, desc="export+run", file=sys.stderr):
         x = (torch.randn(1, L, D),)
