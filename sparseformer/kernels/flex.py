@@ -13,15 +13,13 @@ with ``softcap(x) = c * tanh(x / c)`` when ``softcap = c`` is given. Sinks use t
 logsumexp: ``out * sigmoid(lse_i - sinks[h])`` (rows with no key: ``lse = -inf``, output 0).
 
 FlexAttention is fast only when compiled; uncompiled it runs an O(L²) reference. This backend
-always calls it through one ``torch.compile(fullgraph=True)`` callable with PyTorch's automatic
-dynamic shapes, so shapes fall in buckets per layout structure (which terms, heads, dtype): the
-first shape gets a graph specialised to it; a call whose length (or batch size) differs compiles
-once more with that size symbolic, and that graph serves every further value of it (a size of 1
-stays specialised). A training run compiles once for its shape, its evaluation at another length
-once more, not once per length. Hitting the recompile limit raises instead of falling back to
-eager. Whatever FlexAttention cannot compile here raises a ``ValueError``, never an eager run.
-Limits of torch 2.13 on the CPU: forward only (no backward, no logsumexp, so no ``sinks``),
-float32/bfloat16/float16, x86 with AVX2.
+always calls it through one ``torch.compile(fullgraph=True, dynamic=False)`` callable: the first
+call for a new shape compiles (Dynamo caches one graph per input shape and layout structure), and
+hitting the recompile limit raises instead of falling back to eager. (Automatic dynamic shapes,
+one graph for every further length, are not used: torch 2.13's CPU FlexAttention template fails
+to compile some of them, ``cur_kvSplitSize0`` undeclared.) Whatever FlexAttention cannot compile
+here raises a ``ValueError``, never an eager run. Limits of torch 2.13 on the CPU: forward only
+(no backward, no logsumexp, so no ``sinks``), float32/bfloat16/float16, x86 with AVX2.
 """
 
 from __future__ import annotations
@@ -69,7 +67,7 @@ def _flex_call(q, k, v, block_mask, score_mod, scale: float, enable_gqa: bool, w
 
 @functools.cache
 def _compiled():
-    return torch.compile(_flex_call, fullgraph=True, dynamic=None)
+    return torch.compile(_flex_call, fullgraph=True, dynamic=False)
 
 
 def _score_mod(layout: BlockLayout, device: torch.device, block: int, softcap: float | None):

@@ -224,26 +224,6 @@ def test_refuses_where_flex_does_not_compile(monkeypatch):
 
 
 @needs_flex
-def test_new_lengths_share_one_dynamic_graph():
-    """Shape buckets: four new lengths of one layout structure compile at most two graphs (the
-    first length's, then one with the length symbolic), not one per length; every length against
-    the float64 reference."""
-    from torch._dynamo.utils import counters
-
-    pattern = P.SlidingWindow(20) | P.Global(tokens=1) | P.DistanceDecay([0.05, 0.1, 0.2, 0.4], eps=1e-3)
-    before = counters["stats"]["unique_graphs"]
-    for length in (117, 151, 189, 226):
-        g = torch.Generator().manual_seed(length)
-        q, k, v = (torch.randn(2, 4, length, 16, generator=g) for _ in range(3))
-        layout = pattern.compile(q_len=length, num_heads=4, block_size=16, causal=True)
-        with torch.no_grad():
-            got = sf.sparse_attention(q, k, v, layout, backend="flex")
-        want = sf.sparse_attention(q.double(), k.double(), v.double(), layout, backend="reference")
-        torch.testing.assert_close(got.double(), want, **TOL)
-    assert counters["stats"]["unique_graphs"] - before <= 2
-
-
-@needs_flex
 def test_recompile_limit_raises_instead_of_running_eager(monkeypatch):
     """Past the recompile limit Dynamo would run FlexAttention uncompiled (O(L²)): it raises."""
     q, k, v, layout = small()
