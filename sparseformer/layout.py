@@ -194,19 +194,25 @@ class BlockLayout:
             bias = bias - self.slopes[:, None, None] * d.double()
         return bias.to(dtype)
 
-    def flex_tables(self, device: torch.device | str = "cpu", block: int | None = None) -> FlexTables:
+    def flex_tables(
+        self, device: torch.device | str = "cpu", block: int | None = None, padded: bool = False
+    ) -> FlexTables:
         """The device tables FlexAttention reads for this layout with FlexAttention tiles of
         ``block`` tokens (default: the layout's block size; a power-of-two multiple of it, as
         FlexAttention's CUDA kernels need 128), see :class:`FlexTables`. O(Hl·nq·nk + P·bs²),
-        built once per device and block, cached on the layout."""
+        built once per device, block and ``padded``, cached on the layout. ``padded``: the tile
+        grid grows to a power of two of FlexAttention tiles each way (tiles not visited), so
+        that lengths up to the same power of two share one compiled graph (a shape bucket)."""
         bs = self.block_size
         block = bs if block is None else block
         if isinstance(block, bool) or not isinstance(block, int) or block < bs or block % bs or block & (block - 1):
             raise ValueError(f"block must be a power-of-two multiple of the block size {bs}, got {block!r}")
-        key = ("flex", str(torch.device(device)), block)
+        key = ("flex", str(torch.device(device)), block, padded)
         if key not in self._device_cache:
             f, hl = block // bs, self.layout_heads
             nqc, nkc = -(-self.nq // f), -(-self.nk // f)  # FlexAttention tiles
+            if padded:
+                nqc, nkc = 1 << (nqc - 1).bit_length(), 1 << (nkc - 1).bit_length()
             # Layout tiles, padded to whole FlexAttention tiles with tiles not visited.
             ids = torch.full((hl, nqc * f, nkc * f), -2, dtype=torch.int64)
             ids[:, : self.nq, : self.nk] = self.tile_mask_ids()  # -2 not visited, -1 full, else mask id
@@ -240,6 +246,7 @@ class BlockLayout:
         device: torch.device | str = "cpu",
         key_padding_mask: torch.Tensor | None = None,
         block: int | None = None,
+        padded: bool = False,
     ):
         """FlexAttention's ``BlockMask`` for this layout, in tiles of ``block`` tokens (see
         :meth:`flex_tables`): a tile is visited if any layout tile in it is, full if all of them
@@ -249,21 +256,30 @@ class BlockLayout:
         With ``key_padding_mask`` (``bool [B, kv_len]``, True = keep) the mask gets a batch
         dimension ``B``: in batch ``b`` a tile with a padded key is partial, a tile with no kept
         key is not visited, and the ``mask_mod`` also drops the padded keys. Without it the mask
-        (batch dimension 1) is built once per device and block, and cached on the layout.
+        (batch dimension 1) is built once per device, block and ``padded``, and cached on the layout.
+
+        ``padded`` (:meth:`flex_tables`): the mask is for queries and keys zero-padded to the
+        grown grid's lengths; the keys past ``kv_len`` are dropped like padded keys (so a tile
+        holding some is partial), the queries past ``q_len`` attend nothing.
         """
         from torch.nn.attention.flex_attention import BlockMask
 
-        t = self.flex_tables(device, block)
-        key = ("flex_block_mask", str(torch.device(device)), t.block)
+        t = self.flex_tables(device, block, padded)
+        key = ("flex_block_mask", str(torch.device(device)), t.block, padded)
         if key_padding_mask is None and key in self._device_cache:
             return self._device_cache[key]
         hl, bs, n = self.layout_heads, self.block_size, t.states.shape[-1]
         states = t.states[None]  # [1, Hl, nqc, nkc]: 0 not visited, 1 partial, 2 full
-        kpm = None
-        if key_padding_mask is not None:
-            kpm = F.pad(key_padding_mask.to(t.states.device), (0, n * t.block - self.kv_len))  # [B, nkc * block]
+        kpm = key_padding_mask
+        if padded and kpm is None:  # the keys past kv_len are padding
+            kpm = torch.ones(1, self.kv_len, dtype=torch.bool)
+        if kpm is not None:
+            kpm = F.pad(kpm.to(t.states.device), (0, n * t.block - self.kv_len))  # [B, nkc * block]
             kept = kpm.view(kpm.shape[0], n, t.block).sum(-1)[:, None, None, :]  # [B, 1, 1, nkc] kept keys
-            width = (self.kv_len - torch.arange(n, device=kpm.device) * t.block).clamp(0, t.block)  # keys per tile
+            if padded:  # every key of a tile is in the inputs
+                width = torch.full((n,), t.block, device=kpm.device)
+            else:  # the inputs end at kv_len, FlexAttention drops the rest
+                width = (self.kv_len - torch.arange(n, device=kpm.device) * t.block).clamp(0, t.block)
             states = torch.where(kept == 0, NONE, torch.where((kept < width) & (states == FULL), PARTIAL, states))
         kv_num, kv_idx = _ordered(states == PARTIAL)
         full_num, full_idx = _ordered(states == FULL)
@@ -272,25 +288,26 @@ class BlockLayout:
         def mask_mod(b, h, q_idx, kv_idx):
             tile = tile_ids[h if hl > 1 else h * 0, q_idx // bs, kv_idx // bs]
             keep = tile_table[tile, q_idx % bs, kv_idx % bs]
-            return keep if kpm is None else keep & kpm[b, kv_idx]
+            return keep if kpm is None else keep & kpm[b if kpm.shape[0] > 1 else b * 0, kv_idx]
 
+        lengths = (t.states.shape[-2] * t.block, n * t.block) if padded else (self.q_len, self.kv_len)
         block_mask = BlockMask.from_kv_blocks(
-            kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=t.block, mask_mod=mask_mod,
-            seq_lengths=(self.q_len, self.kv_len),
-        )  # fmt: skip
+            kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=t.block, mask_mod=mask_mod, seq_lengths=lengths
+        )
         if key_padding_mask is None:
             self._device_cache[key] = block_mask
         return block_mask
 
-    def flex_score_mod(self, device: torch.device | str = "cpu", block: int | None = None):
+    def flex_score_mod(self, device: torch.device | str = "cpu", block: int | None = None, padded: bool = False):
         """FlexAttention ``score_mod`` adding this layout's score terms (decay bias
         ``-slopes[h]·|q_idx + q_offset - kv_idx|`` and sampled-block log-weights) from
         O(H + Hl·nq·nk) tables on ``device``, or None when it has none. Pair it with
-        :meth:`to_block_mask` (same ``block``). Cached, so a compiled caller sees one function."""
+        :meth:`to_block_mask` (same ``block`` and ``padded``). Cached, so a compiled caller sees
+        one function."""
         if self.slopes is None and self.log_weight is None:
             return None
-        t = self.flex_tables(device, block)
-        key = ("flex_score_mod", str(torch.device(device)), t.block)
+        t = self.flex_tables(device, block, padded)
+        key = ("flex_score_mod", str(torch.device(device)), t.block, padded)
         if key not in self._device_cache:
             bs, hl, off, slopes, table = self.block_size, self.layout_heads, self.q_offset, t.slopes, t.log_weight
 
@@ -417,7 +434,8 @@ class RowBuckets:
 @dataclass(frozen=True)
 class FlexTables:
     """What FlexAttention's ``mask_mod`` and ``score_mod`` read for one layout, on one device, with
-    FlexAttention tiles of ``block = f * bs`` tokens (``nqc = ceil(nq / f)``, ``nkc = ceil(nk / f)``)."""
+    FlexAttention tiles of ``block = f * bs`` tokens (``nqc = ceil(nq / f)``, ``nkc = ceil(nk / f)``,
+    each grown to a power of two for a padded grid)."""
 
     block: int
     states: torch.Tensor  # uint8 [Hl, nqc, nkc]: 0 not visited, 1 partial, 2 full (every layout tile in it full)

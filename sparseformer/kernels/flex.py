@@ -13,12 +13,15 @@ with ``softcap(x) = c * tanh(x / c)`` when ``softcap = c`` is given. Sinks use t
 logsumexp: ``out * sigmoid(lse_i - sinks[h])`` (rows with no key: ``lse = -inf``, output 0).
 
 FlexAttention is fast only when compiled; uncompiled it runs an O(L²) reference. This backend
-always calls it through one ``torch.compile(fullgraph=True, dynamic=False)`` callable: the first
-call for a new shape compiles (Dynamo caches one graph per input shape and layout structure), and
-hitting the recompile limit raises instead of falling back to eager. (Automatic dynamic shapes,
-one graph for every further length, are not used: torch 2.13's CPU FlexAttention template fails
-to compile some of them, ``cur_kvSplitSize0`` undeclared.) Whatever FlexAttention cannot compile
-here raises a ``ValueError``, never an eager run. Limits of torch 2.13 on the CPU: forward only
+always calls it through one ``torch.compile(fullgraph=True, dynamic=False)`` callable, on inputs
+zero-padded to a shape bucket: the layout's tile grid grown to a power of two of FlexAttention
+tiles each way (``padded=True`` of :meth:`~sparseformer.layout.BlockLayout.to_block_mask`; the
+padded keys are masked, the padded queries' rows dropped). Dynamo caches one graph per bucket and
+layout structure, so lengths 1025 to 2048 at 128-token tiles share one compilation; hitting the
+recompile limit raises instead of falling back to eager. (Not automatic dynamic shapes: torch
+2.13's CPU FlexAttention template fails to compile some of them, ``cur_kvSplitSize0``
+undeclared.) Whatever FlexAttention cannot compile here raises a ``ValueError``, never an eager
+run. Limits of torch 2.13 on the CPU: forward only
 (no backward, no logsumexp, so no ``sinks``), float32/bfloat16/float16, x86 with AVX2.
 """
 
@@ -28,6 +31,7 @@ import functools
 import sys
 
 import torch
+import torch.nn.functional as F
 
 from ..layout import BlockLayout
 
@@ -71,8 +75,9 @@ def _compiled():
 
 
 def _score_mod(layout: BlockLayout, device: torch.device, block: int, softcap: float | None):
-    """The layout's score terms after soft-capping, or None when there is nothing to add."""
-    terms = layout.flex_score_mod(device, block)
+    """The layout's score terms (on the padded grid) after soft-capping, or None when there is
+    nothing to add."""
+    terms = layout.flex_score_mod(device, block, padded=True)
     if softcap is None:
         return terms
 
@@ -134,11 +139,14 @@ def flex_sparse_attention(
                 "use backend='cpu' or 'gather' for sinks on the CPU"
             )
     block = max(layout.block_size, MIN_BLOCK.get(q.device.type, 0))
-    block_mask = layout.to_block_mask(q.device, key_padding_mask, block)
+    block_mask = layout.to_block_mask(q.device, key_padding_mask, block, padded=True)
     score_mod = _score_mod(layout, q.device, block, softcap)
     enable_gqa = k.shape[1] != q.shape[1]
+    lq, (pq, pk) = q.shape[2], block_mask.seq_lengths  # the bucket's lengths
+    q = F.pad(q, (0, 0, 0, pq - lq))  # [B, H, pq, D]
+    k, v = (F.pad(t, (0, 0, 0, pk - t.shape[2])) for t in (k, v))  # [B, Hk, pk, D]
     if sinks is None:
-        return _run(q, k, v, block_mask, score_mod, scale, enable_gqa, False)
+        return _run(q, k, v, block_mask, score_mod, scale, enable_gqa, False)[:, :, :lq]
     out, aux = _run(q, k, v, block_mask, score_mod, scale, enable_gqa, True)
-    keep = torch.sigmoid(aux.lse - sinks.to(aux.lse.dtype)[:, None])  # [B, H, Lq]: 0 where lse = -inf
-    return (out * keep[..., None]).to(out.dtype)
+    keep = torch.sigmoid(aux.lse[:, :, :lq] - sinks.to(aux.lse.dtype)[:, None])  # [B, H, Lq]: 0 where lse = -inf
+    return (out[:, :, :lq] * keep[..., None]).to(out.dtype)

@@ -155,18 +155,24 @@ def pairs(bm, batch: int, heads: int, lq: int, lk: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("block", [16, 64])
 @pytest.mark.parametrize("padded", [False, True])
-def test_block_mask_pairs_are_the_layouts(block, padded):
+@pytest.mark.parametrize("grid", ["exact", "bucket"])
+def test_block_mask_pairs_are_the_layouts(block, padded, grid):
     """In layout tiles or in groups of them (``block`` 64 = 4 tiles of 16), with or without key
-    padding, the BlockMask's pairs are exactly the layout's pairs and kept keys."""
+    padding, on the exact grid or grown to a shape bucket (L = 100 padded to 128), the
+    BlockMask's pairs are exactly the layout's pairs and kept keys, and no key past L."""
     layout = all_terms_layout(40, 2)
     g = torch.Generator().manual_seed(block + padded)
     kpm = torch.rand(2, 100, generator=g) > 0.4 if padded else None
-    bm = layout.to_block_mask("cpu", kpm, block)
+    bm = layout.to_block_mask("cpu", kpm, block, padded=grid == "bucket")
     assert bm.BLOCK_SIZE == (block, block)
     want = layout.to_dense_mask()[None]  # [1, Hl, Lq, Lk]
     if padded:
         want = want & kpm[:, None, None, :]
-    assert torch.equal(pairs(bm, 2, 4, 100, 100), want.expand(2, 4, -1, -1))
+    n = 100 if grid == "exact" else 128  # 7 tiles of 16 grown to 8, or 2 of 64
+    assert bm.seq_lengths == (n, n)
+    got = pairs(bm, 2, 4, n, n)
+    assert torch.equal(got[:, :, :100, :100], want.expand(2, 4, -1, -1))
+    assert not got[..., 100:].any()  # no padded key; the padded queries' rows are the caller's to drop
 
 
 @needs_flex
@@ -221,6 +227,27 @@ def test_refuses_where_flex_does_not_compile(monkeypatch):
     q, k, v, layout = small()
     with torch.no_grad(), pytest.raises(ValueError, match="not available: FlexAttention compiles on the CPU only"):
         sf.sparse_attention(q, k, v, layout, backend="flex")
+
+
+@needs_flex
+def test_lengths_of_one_bucket_share_a_graph():
+    """Shape buckets: the inputs are padded to a power of two of tiles, so lengths 151, 189 and 226
+    (10 to 15 tiles of 16: bucket 16) share one compiled graph and 117 (8 tiles) has its own; every
+    length against the float64 reference, values of the real rows only."""
+    from torch._dynamo.utils import counters
+
+    pattern = P.SlidingWindow(20) | P.Global(tokens=1) | P.DistanceDecay([0.05, 0.1, 0.2, 0.4], eps=1e-3)
+    before = counters["stats"]["unique_graphs"]
+    for length in (117, 151, 189, 226):
+        g = torch.Generator().manual_seed(length)
+        q, k, v = (torch.randn(2, 4, length, 16, generator=g) for _ in range(3))
+        layout = pattern.compile(q_len=length, num_heads=4, block_size=16, causal=True)
+        with torch.no_grad():
+            got = sf.sparse_attention(q, k, v, layout, backend="flex")
+        want = sf.sparse_attention(q.double(), k.double(), v.double(), layout, backend="reference")
+        assert got.shape == q.shape
+        torch.testing.assert_close(got.double(), want, **TOL)
+    assert counters["stats"]["unique_graphs"] - before <= 2
 
 
 @needs_flex
