@@ -104,6 +104,11 @@ def _run(q, k, v, block_mask, score_mod, scale: float, enable_gqa: bool, with_ls
         ) from e
 
 
+def _pad(t: torch.Tensor, length: int) -> torch.Tensor:
+    """``t [B, H, L, D]`` zero-padded to ``length`` rows (no copy when it has them)."""
+    return t if t.shape[2] == length else F.pad(t, (0, 0, 0, length - t.shape[2]))
+
+
 def flex_sparse_attention(
     q: torch.Tensor,  # [B, H, Lq, D]
     k: torch.Tensor,  # [B, Hk, Lk, D]
@@ -143,8 +148,7 @@ def flex_sparse_attention(
     score_mod = _score_mod(layout, q.device, block, softcap)
     enable_gqa = k.shape[1] != q.shape[1]
     lq, (pq, pk) = q.shape[2], block_mask.seq_lengths  # the bucket's lengths
-    q = F.pad(q, (0, 0, 0, pq - lq))  # [B, H, pq, D]
-    k, v = (F.pad(t, (0, 0, 0, pk - t.shape[2])) for t in (k, v))  # [B, Hk, pk, D]
+    q, k, v = _pad(q, pq), _pad(k, pk), _pad(v, pk)  # [B, H, pq, D], [B, Hk, pk, D]
     if sinks is None:
         return _run(q, k, v, block_mask, score_mod, scale, enable_gqa, False)[:, :, :lq]
     out, aux = _run(q, k, v, block_mask, score_mod, scale, enable_gqa, True)
