@@ -260,7 +260,8 @@ class BlockLayout:
 
         ``padded`` (:meth:`flex_tables`): the mask is for queries and keys zero-padded to the
         grown grid's lengths; the keys past ``kv_len`` are dropped like padded keys (so a tile
-        holding some is partial), the queries past ``q_len`` attend nothing.
+        holding some is partial); the rows of the queries past ``q_len`` are the caller's to drop
+        (those in the last visited query tile attend its keys, the others none).
         """
         from torch.nn.attention.flex_attention import BlockMask
 

@@ -21,8 +21,8 @@ layout structure, so lengths 1025 to 2048 at 128-token tiles share one compilati
 recompile limit raises instead of falling back to eager. (Not automatic dynamic shapes: torch
 2.13's CPU FlexAttention template fails to compile some of them, ``cur_kvSplitSize0``
 undeclared.) Whatever FlexAttention cannot compile here raises a ``ValueError``, never an eager
-run. Limits of torch 2.13 on the CPU: forward only
-(no backward, no logsumexp, so no ``sinks``), float32/bfloat16/float16, x86 with AVX2.
+run. Limits of torch 2.13 on the CPU: forward only (no backward, no logsumexp, so no ``sinks``),
+float32/bfloat16/float16, x86 with AVX2.
 """
 
 from __future__ import annotations
