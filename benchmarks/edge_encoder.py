@@ -231,7 +231,7 @@ def report(rows: list[dict], args) -> None:
     by = {(r["kind"], r["L"], r["model"]): r for r in rows}
     if args.dynamic:
         print("One dynamic-length export (dynamic_length=True) timed at every length: sparse ONNX, and with "
-              "--custom-op the custom-op ONNX file and .pte (fp32).\n")  # fmt: skip
+              "--custom-op the custom-op ONNX file and .pte, fp32 and int8 each.\n")  # fmt: skip
     print(f"Encoder 6x(384, 12 heads, FFN 1536), batch 1, {args.threads} threads, best of {args.repeat} runs x "
           f"{args.rounds} interleaved rounds; "
           f"sparse = SlidingWindow(1, unit='block') | Global(blocks=1), block 64. FLOP bound: the speed-up if "
