@@ -272,7 +272,7 @@ class BlockLayout:
         hl, bs, n = self.layout_heads, self.block_size, t.states.shape[-1]
         states = t.states[None]  # [1, Hl, nqc, nkc]: 0 not visited, 1 partial, 2 full
         kpm = key_padding_mask
-        if padded and kpm is None:  # the keys past kv_len are padding
+        if padded and kpm is None and self.kv_len < n * t.block:  # the keys past kv_len are padding
             kpm = torch.ones(1, self.kv_len, dtype=torch.bool)
         if kpm is not None:
             kpm = F.pad(kpm.to(t.states.device), (0, n * t.block - self.kv_len))  # [B, nkc * block]

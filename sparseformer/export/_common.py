@@ -230,6 +230,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     return path
 
 
+def check_dtypes(expected: list[torch.dtype | None], inputs: tuple[torch.Tensor, ...]) -> None:
+    """TypeError naming the first input whose dtype is not the exported one (None: not checked)."""
+    for i, (want, t) in enumerate(zip(expected, inputs)):
+        if want is not None and t.dtype != want:
+            raise TypeError(f"input {i} must be {want} (as exported), got {t.dtype}")
+
+
 def check_shapes(
     expected: list[list[int | None]], inputs: tuple, seq_dim: int, seq_range: tuple[int, int | None] | None = None
 ) -> None:

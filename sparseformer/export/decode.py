@@ -438,6 +438,7 @@ class ExecuTorchDecoder(_StepDecoder):
         return tuple(kept)
 
     def _check(self, inputs: tuple) -> None:
+        from ._common import check_dtypes, check_inputs
         from .hf import check_mask
 
         if len(inputs) != len(self._shapes):
@@ -445,11 +446,8 @@ class ExecuTorchDecoder(_StepDecoder):
                 f"this step takes {len(self._shapes)} inputs (input_ids, attention_mask, then the key and the value "
                 f"of each layer), got {len(inputs)}"
             )
-        for i, (t, dtype, shape) in enumerate(zip(inputs, self._dtypes, self._shapes)):
-            if not isinstance(t, torch.Tensor):
-                raise TypeError(f"input {i} must be a torch.Tensor, got {type(t).__name__}")
-            if dtype is not None and t.dtype != dtype:
-                raise TypeError(f"input {i} must be {dtype} (as exported), got {t.dtype}")
+        check_dtypes(self._dtypes, check_inputs(inputs))
+        for i, (t, shape) in enumerate(zip(inputs, self._shapes)):
             if t.dim() != len(shape) or any(w is not None and w != n for w, n in zip(shape, t.shape)):
                 shown = ["P" if w is None else w for w in shape]
                 raise ValueError(f"input {i} must have shape {shown} (P: the past length), got {list(t.shape)}")
