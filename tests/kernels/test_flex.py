@@ -175,6 +175,17 @@ def test_block_mask_pairs_are_the_layouts(block, padded, grid):
     assert not got[..., 100:].any()  # no padded key; the padded queries' rows are the caller's to drop
 
 
+def test_bucket_of_its_own_length_needs_no_key_mask():
+    """L = 128 is 8 tiles of 16, a power of two: the padded grid is the exact one, no key is padding,
+    and the BlockMask is the unpadded one's, pairs and all."""
+    layout = P.SlidingWindow(20).compile(q_len=128, num_heads=4, block_size=16, causal=True)
+    bm, exact = layout.to_block_mask("cpu", padded=True), layout.to_block_mask("cpu")
+    assert bm.seq_lengths == exact.seq_lengths == (128, 128)
+    for a, b in ((bm.kv_num_blocks, exact.kv_num_blocks), (bm.full_kv_num_blocks, exact.full_kv_num_blocks)):
+        assert torch.equal(a, b)
+    assert torch.equal(pairs(bm, 1, 4, 128, 128), layout.to_dense_mask()[None].expand(1, 4, -1, -1))
+
+
 @needs_flex
 def test_grouped_tiles_match_reference(monkeypatch):
     """CUDA's path for blocks under 128 (tiles grouped), here with 64-token groups on the CPU."""
